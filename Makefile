@@ -1,0 +1,53 @@
+# e2i_platform — `make run` and `make test` work on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.synced
+# Use uv from PATH; otherwise bootstrap it with pip into .tools/ (no global install).
+UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+HOST    ?= 127.0.0.1
+PORT    ?= 3000
+
+.PHONY: help install run dev test test-preflight test-unit test-integration test-e2e bench lint clean
+
+help:
+	@echo "make run    - install (first time) and materialize every asset with its gates"
+	@echo "make test   - install (first time) and run the test lanes"
+	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
+	@echo "make bench  - benchmarks;  make lint - ruff;  make clean - remove .venv and .e2i"
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/python -m pip install --quiet uv
+
+# Reinstall only when the lock or the project metadata changed.
+$(STAMP): pyproject.toml uv.lock | $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
+	$(UV) sync --frozen --python 3.11
+	@touch $@
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m e2i_platform.ops.run
+
+dev: $(STAMP)
+	DAGSTER_HOME=$$($(PY) -m e2i_platform.ops.instance) && export DAGSTER_HOME && \
+	  $(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+test: $(STAMP)
+	$(PY) tests/lanes.py
+
+test-preflight test-unit test-integration test-e2e: $(STAMP)
+	$(PY) tests/lanes.py $(subst test-,,$@)
+
+bench: $(STAMP)
+	$(PY) bench/run.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check e2i_platform tests bench
+	$(VENV)/bin/ruff format --check e2i_platform tests bench
+
+clean:
+	rm -rf $(VENV) .tools .e2i

@@ -1,0 +1,54 @@
+"""The e2i_platform code location.
+
+Lazy root: configuration is read and stage packages are imported when Dagster
+builds the definitions, never at import time. Heavy libraries (great_expectations,
+feast, mlflow, optuna, lightgbm, sklearn, and pandera) are imported inside asset
+and check bodies only.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from e2i_platform.settings import Settings, load_settings
+
+
+def build_definitions(settings: Settings) -> dg.Definitions:
+    from e2i_platform.ingest.assets import raw_assets
+    from e2i_platform.ingest.checks import schema_checks
+    from e2i_platform.ingest.sources import SourceResource
+    from e2i_platform.ops.jobs import ingest_schedule, main_job
+    from e2i_platform.quality.assets import validated_assets
+    from e2i_platform.quality.checks import quality_checks
+    from e2i_platform.resources import ConfigResource, StorageResource, WarehouseIOManager
+
+    home = str(settings.home)
+    gen = settings.platform.generator
+    return dg.Definitions(
+        assets=[*raw_assets(), *validated_assets()],
+        asset_checks=[*schema_checks(), *quality_checks()],
+        jobs=[main_job()],
+        schedules=[ingest_schedule(settings.platform.ingest_schedule)],
+        resources={
+            "warehouse": WarehouseIOManager(home=home),
+            "storage": StorageResource(home=home),
+            "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),
+            "source": SourceResource(
+                landing_dir=str(settings.home / "landing"),
+                seed=gen.seed,
+                patients=gen.patients,
+                hcps=gen.hcps,
+                history_days=gen.history_days,
+                anchor_floor=gen.anchor_floor,
+                anchor=gen.anchor,
+            ),
+        },
+        executor=dg.multiprocess_executor.configured(
+            {"max_concurrent": settings.platform.executor.max_concurrent}
+        ),
+    )
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(load_settings())

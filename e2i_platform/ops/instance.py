@@ -1,0 +1,41 @@
+"""The Dagster instance the platform runs on: DAGSTER_HOME under E2I_HOME.
+
+`make run` and `make dev` share it, so runs started from either appear in the UI.
+The instance config is rendered from config/dagster/dagster.<storage>.yaml; the
+prod one reads its PostgreSQL URL from the environment at run time, so no secret
+is ever written to disk.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from e2i_platform.settings import Settings
+
+TEMPLATES = {"sqlite": "dagster.local.yaml", "postgres": "dagster.prod.yaml"}
+
+
+def dagster_home(settings: Settings) -> Path:
+    return settings.home / "dagster"
+
+
+def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
+    """Create DAGSTER_HOME with its dagster.yaml for the configured storage; return it."""
+    home = home or dagster_home(settings)
+    home.mkdir(parents=True, exist_ok=True)
+    storage = settings.platform.instance.storage
+    if storage == "postgres" and not os.environ.get("DAGSTER_PG_URL"):
+        raise RuntimeError(
+            "instance.storage is postgres (E2I_ENV=prod) but DAGSTER_PG_URL is not set; "
+            "export DAGSTER_PG_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB"
+        )
+    shutil.copyfile(settings.config_dir / "dagster" / TEMPLATES[storage], home / "dagster.yaml")
+    return home
+
+
+if __name__ == "__main__":  # `make dev`: prepare DAGSTER_HOME and print it
+    from e2i_platform.settings import load_settings
+
+    print(prepare_instance(load_settings()))

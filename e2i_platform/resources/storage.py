@@ -1,0 +1,73 @@
+"""Local state under E2I_HOME and the Parquet warehouse IO manager."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+
+
+class StorageResource(dg.ConfigurableResource):
+    """Paths of the platform's local state; everything lives under `home`."""
+
+    home: str
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home)
+
+    @property
+    def landing_dir(self) -> Path:
+        return self.root / "landing"
+
+    @property
+    def warehouse_dir(self) -> Path:
+        return self.root / "warehouse"
+
+
+def atomic_write_parquet(df, path: Path) -> None:
+    """Write next to the target and rename: readers see the old file or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        df.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class WarehouseIOManager(dg.ConfigurableIOManager):
+    """Stores each table asset as `<home>/warehouse/<asset>.parquet`.
+
+    A step that fails never reaches `handle_output`, so the last good file stays.
+    """
+
+    home: str
+
+    def path_for(self, key: dg.AssetKey) -> Path:
+        return Path(self.home) / "warehouse" / ("/".join(key.path) + ".parquet")
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        path = self.path_for(context.asset_key)
+        atomic_write_parquet(obj, path)
+        context.add_output_metadata(
+            {
+                "path": dg.MetadataValue.path(str(path)),
+                "dagster/row_count": dg.MetadataValue.int(len(obj)),
+            }
+        )
+
+    def load_input(self, context: dg.InputContext):
+        import pandas as pd
+
+        path = self.path_for(context.asset_key)
+        if not path.exists():
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()}: no stored table at {path}; "
+                "materialize it first"
+            )
+        return pd.read_parquet(path)

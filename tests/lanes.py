@@ -1,0 +1,453 @@
+"""The `make test` driver: run the test lanes one pytest subprocess at a time.
+
+    python tests/lanes.py [--tests-dir DIR] [--report PATH] [lane ...]
+
+Lanes default to ``preflight unit integration e2e``, in that order. Each lane is
+a separate ``python -m pytest <tests-dir>/<lane>`` process, so the memory one
+lane used is returned to the OS before the next starts. Within a lane,
+pytest-xdist workers are sized to the memory available at that moment
+(``E2I_TEST_WORKERS`` overrides), and the peak RSS of the whole process tree is
+measured so the budgets below can be checked against reality.
+
+Real PostgreSQL and Redis come from ``services.ensure_services()`` once, before
+the first lane, when the integration or e2e lane is selected; their URLs are
+passed to every lane in the environment.
+
+Verdicts: a lane fails when pytest fails, collects nothing (exit 5), or -- in
+the integration and e2e lanes -- skips anything, because a skipped integration
+test is a test that did not prove anything. Every selected lane runs even after
+a failure so the report is complete. The report table is followed by a last
+line ``{P} passed, {F} failed[, {S} skipped]`` where F counts failed and
+errored tests plus one for each lane that failed without a failing test (so
+``0 failed`` always means success). The same figures go to a JSON report.
+Exit status: 0 if every lane passed, 1 otherwise, 130 when interrupted.
+
+Environment: ``E2I_TEST_WORKERS`` (worker count for parallel lanes),
+``E2I_TEST_PYTEST_ARGS`` (extra pytest arguments, shell-quoted, e.g. ``-x -k redis``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+import psutil
+
+if __package__:
+    from .services import ServicesUnavailable, ensure_services, mask_url
+else:  # run as a script: this directory is sys.path[0]
+    from services import ServicesUnavailable, ensure_services, mask_url
+
+MIB = 1024**2
+GIB = 1024**3
+# Left for the OS, the database and cache servers, and this driver.
+MEMORY_RESERVE = 1 * GIB
+POLL_INTERVAL_S = 0.15
+WORKERS_ENV = "E2I_TEST_WORKERS"
+PYTEST_ARGS_ENV = "E2I_TEST_PYTEST_ARGS"
+
+
+@dataclass(frozen=True)
+class Budget:
+    per_worker: int | None  # bytes one xdist worker may use; None: the lane never runs in parallel
+    max_workers: int | None = None
+
+
+BUDGETS: dict[str, Budget] = {
+    "preflight": Budget(per_worker=None),
+    "unit": Budget(per_worker=700 * MIB),
+    "integration": Budget(per_worker=900 * MIB),
+    # e2e runs whole pipelines that share the same servers: one at a time.
+    "e2e": Budget(per_worker=int(1.2 * GIB), max_workers=1),
+}
+DEFAULT_LANES = ("preflight", "unit", "integration", "e2e")
+NEEDS_SERVICES = frozenset({"integration", "e2e"})
+NO_SKIP_LANES = frozenset({"integration", "e2e"})
+
+
+@dataclass
+class LaneResult:
+    lane: str
+    workers: int
+    passed: int = 0
+    failed: int = 0
+    errors: int = 0
+    skipped: int = 0
+    wall_s: float = 0.0
+    peak_tree_rss_mib: float = 0.0
+    peak_process_rss_mib: float = 0.0
+    exit_code: int | None = None
+    ok: bool = False
+    status: str = "not run"
+
+    @property
+    def failure_count(self) -> int:
+        """Failed + errored tests, or 1 for a lane that failed without a failing test."""
+        failing = self.failed + self.errors
+        return failing if (failing or self.ok) else 1
+
+
+class LaneInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a lane; carries what was measured up to then, for the report."""
+
+    def __init__(self, result: LaneResult) -> None:
+        super().__init__(result.lane)
+        self.result = result
+
+
+# --------------------------------------------------------------------------- sizing
+
+
+def available_memory() -> int:
+    """Bytes new processes can use: the machine's figure, or the container's if tighter."""
+    available = int(psutil.virtual_memory().available)
+    headroom = _cgroup_headroom()
+    return available if headroom is None else min(available, headroom)
+
+
+def _cgroup_headroom() -> int | None:
+    # Inside a container /proc/meminfo shows the host; the real limit is the cgroup's.
+    layouts = (  # (directory, limit file, usage file, reclaimable key in memory.stat)
+        ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),  # v2
+        (
+            "/sys/fs/cgroup/memory",
+            "memory.limit_in_bytes",
+            "memory.usage_in_bytes",
+            "total_inactive_file",
+        ),  # v1
+    )
+    for root, limit_name, usage_name, reclaimable_key in layouts:
+        try:
+            limit_text = Path(root, limit_name).read_text().strip()
+            usage = int(Path(root, usage_name).read_text())
+            stat = Path(root, "memory.stat").read_text()
+        except (OSError, ValueError):
+            continue
+        if limit_text == "max" or int(limit_text) >= 2**60:  # v1 spells "no limit" as ~2**63
+            return None
+        # Page cache counts as usage but is given back on demand.
+        match = re.search(rf"^{reclaimable_key} (\d+)$", stat, re.MULTILINE)
+        reclaimable = int(match.group(1)) if match else 0
+        return max(0, int(limit_text) - usage + reclaimable)
+    return None
+
+
+def choose_workers(lane: str) -> tuple[int, str]:
+    """Worker count for ``lane`` and a short explanation of how it was chosen."""
+    budget = BUDGETS[lane]
+    if budget.per_worker is None:
+        return 1, "serial lane"
+    override = os.environ.get(WORKERS_ENV)
+    if override:
+        workers, why = int(override), f"{WORKERS_ENV}={override}"
+    else:
+        cores = len(os.sched_getaffinity(0))
+        free = available_memory()
+        workers = max(1, min(cores, (free - MEMORY_RESERVE) // budget.per_worker))
+        why = (
+            f"{free / GIB:.1f} GiB available, {cores} cores, "
+            f"{budget.per_worker / MIB:.0f} MiB per worker"
+        )
+    if budget.max_workers is not None and workers > budget.max_workers:
+        workers, why = budget.max_workers, f"{why}; lane capped at {budget.max_workers}"
+    if workers > 1 and importlib.util.find_spec("xdist") is None:
+        workers, why = 1, f"{why}; pytest-xdist is not installed"
+    return workers, why
+
+
+# --------------------------------------------------------------------------- running
+
+
+class TreeMeter:
+    """Tracks peak RSS of a process and all its descendants, summed and per process."""
+
+    def __init__(self, pid: int) -> None:
+        self.root = psutil.Process(pid)
+        self.seen: dict[int, psutil.Process] = {}
+        self.peak_tree = 0
+        self.peak_process = 0
+
+    def tree(self) -> list[psutil.Process]:
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def sample(self) -> None:
+        total = 0
+        for proc in self.tree():
+            self.seen.setdefault(proc.pid, proc)
+            try:
+                rss = proc.memory_info().rss
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue  # exited between listing and reading
+            total += rss
+            self.peak_process = max(self.peak_process, rss)
+        self.peak_tree = max(self.peak_tree, total)
+
+    def kill_all(self) -> None:
+        """Terminate the tree, including descendants already orphaned, then kill stragglers."""
+        procs = {p.pid: p for p in [*self.seen.values(), *self.tree()] if p.is_running()}
+        for proc in procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.terminate()
+        _, alive = psutil.wait_procs(list(procs.values()), timeout=5)
+        for proc in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+
+
+def _tee(source: IO[bytes], tail: bytearray, limit: int = 64 * 1024) -> None:
+    """Copy pytest's output to our stdout as it comes, keeping the end for parsing."""
+    out = sys.stdout.buffer
+    while chunk := os.read(source.fileno(), 65536):
+        out.write(chunk)
+        out.flush()
+        tail.extend(chunk)
+        del tail[:-limit]
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SUMMARY = re.compile(r"^=*\s*(?P<counts>.+?) in [\d.]+s\b")
+_COUNT = re.compile(r"(\d+) (passed|failed|errors?|skipped|xfailed|xpassed|deselected|warnings?)")
+
+
+def parse_summary(output: str) -> dict[str, int] | None:
+    """Counts from pytest's final line, e.g. ``12 passed, 1 failed, 2 skipped in 3.4s``."""
+    for line in reversed(_ANSI.sub("", output).splitlines()):
+        match = _SUMMARY.match(line.strip())
+        if not match:
+            continue
+        counts = {kind.rstrip("s"): int(n) for n, kind in _COUNT.findall(match["counts"])}
+        if counts or match["counts"] == "no tests ran":
+            return counts
+    return None
+
+
+def run_lane(lane: str, tests_dir: Path, cwd: Path, env: dict[str, str]) -> LaneResult:
+    """Run one lane's pytest in ``cwd`` (``tests_dir`` is relative to it), measuring its tree."""
+    if not (cwd / tests_dir / lane).is_dir():
+        # pytest-xdist reports a missing path as "no tests ran", which hides the cause.
+        return LaneResult(lane, workers=0, status=f"FAILED (no directory {tests_dir / lane})")
+    workers, why = choose_workers(lane)
+    cmd = [sys.executable, "-m", "pytest", str(tests_dir / lane), "-p", "no:cacheprovider", "-q"]
+    if workers > 1:
+        cmd += ["-n", str(workers), "--dist", "loadfile"]
+    if sys.stdout.isatty():
+        cmd.append("--color=yes")  # pytest sees a pipe, not our terminal
+    cmd += shlex.split(os.environ.get(PYTEST_ARGS_ENV, ""))
+    print(f"\n==> {lane}: {workers} worker(s) ({why})\n    {shlex.join(cmd)}", flush=True)
+
+    result = LaneResult(lane=lane, workers=workers)
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    meter = TreeMeter(proc.pid)
+    tail = bytearray()
+    reader = threading.Thread(target=_tee, args=(proc.stdout, tail), daemon=True)
+    reader.start()
+    try:
+        while proc.poll() is None:
+            meter.sample()
+            time.sleep(POLL_INTERVAL_S)
+    except KeyboardInterrupt:
+        meter.kill_all()
+        with contextlib.suppress(subprocess.TimeoutExpired, ChildProcessError):
+            proc.wait(timeout=5)
+        result.status = "interrupted"
+        raise LaneInterrupted(result) from None
+    finally:
+        reader.join(timeout=5)
+        result.wall_s = round(time.monotonic() - started, 2)
+        result.peak_tree_rss_mib = round(meter.peak_tree / MIB, 1)
+        result.peak_process_rss_mib = round(meter.peak_process / MIB, 1)
+
+    result.exit_code = proc.returncode
+    counts = parse_summary(tail.decode(errors="replace"))
+    if counts is not None:
+        result.passed = counts.get("passed", 0)
+        result.failed = counts.get("failed", 0)
+        result.errors = counts.get("error", 0)
+        result.skipped = counts.get("skipped", 0)
+    judge(result, summary_found=counts is not None)
+    return result
+
+
+def judge(result: LaneResult, *, summary_found: bool) -> None:
+    """Set ``ok`` and ``status``: pytest's verdict plus this project's stricter rules."""
+    reasons = []
+    if result.exit_code == 5:
+        reasons.append("no tests collected")
+    elif result.exit_code not in (0, 1):
+        reasons.append(f"pytest exit {result.exit_code}")  # interrupted, internal or usage error
+    elif result.exit_code == 1 and not (result.failed or result.errors):
+        reasons.append("pytest exit 1")
+    if not summary_found:
+        reasons.append("no pytest summary line")
+    if result.lane in NO_SKIP_LANES and result.skipped:
+        reasons.append(f"{result.skipped} skipped; this lane may not skip")
+    result.ok = result.exit_code == 0 and not reasons
+    if result.ok:
+        result.status = "passed"
+    else:
+        result.status = "FAILED" + (f" ({'; '.join(reasons)})" if reasons else "")
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def print_table(results: list[LaneResult]) -> None:
+    header = (
+        "lane",
+        "workers",
+        "passed",
+        "failed",
+        "skipped",
+        "wall s",
+        "peak tree MiB",
+        "peak proc MiB",
+        "status",
+    )
+    rows = [
+        (
+            r.lane,
+            str(r.workers),
+            str(r.passed),
+            str(r.failed + r.errors),
+            str(r.skipped),
+            f"{r.wall_s:.1f}",
+            f"{r.peak_tree_rss_mib:.0f}",
+            f"{r.peak_process_rss_mib:.0f}",
+            r.status,
+        )
+        for r in results
+    ]
+    widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header) - 1)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        # Lane name left-aligned, figures right-aligned, status free-form at the end.
+        first = cells[0].ljust(widths[0])
+        figures = [cell.rjust(width) for cell, width in zip(cells[1:-1], widths[1:], strict=True)]
+        return "  ".join([first, *figures, cells[-1]])
+
+    print()
+    print(line(header))
+    for row in rows:
+        print(line(row))
+
+
+def write_report(
+    path: Path,
+    results: list[LaneResult],
+    totals: dict[str, int],
+    ok: bool,
+    services: dict[str, str],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = {
+        "ok": ok,
+        "totals": totals,
+        "services": {name: mask_url(url) for name, url in services.items()},
+        "lanes": [{**asdict(r), "failure_count": r.failure_count} for r in results],
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # so `kill` cleans up exactly as Ctrl-C does
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "lanes", nargs="*", metavar="lane", help=f"default: {' '.join(DEFAULT_LANES)}"
+    )
+    parser.add_argument(
+        "--tests-dir", default="tests", type=Path, help="holds one directory per lane"
+    )
+    parser.add_argument(
+        "--report", default=".e2i/test-report.json", type=Path, help="JSON report path"
+    )
+    args = parser.parse_args(argv)
+    args.lanes = args.lanes or list(DEFAULT_LANES)
+    unknown = [lane for lane in args.lanes if lane not in BUDGETS]
+    if unknown:
+        parser.error(f"unknown lane(s) {', '.join(unknown)}; choose from {', '.join(BUDGETS)}")
+    workers = os.environ.get(WORKERS_ENV, "")
+    if workers and not (workers.isdigit() and int(workers) >= 1):
+        parser.error(f"{WORKERS_ENV} must be a positive integer, not {workers!r}")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    repo_root = Path(__file__).resolve().parent.parent
+    report_path = repo_root / args.report  # an absolute --report stays as given
+    signal.signal(signal.SIGTERM, _interrupt)
+
+    results: list[LaneResult] = []
+    interrupted = False
+    # Unbuffered: lane output is piped through us and should appear as it happens.
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    service_urls: dict[str, str] = {}
+    with contextlib.ExitStack() as services:
+        lane = ""
+        try:
+            services_error = None
+            if NEEDS_SERVICES.intersection(args.lanes):
+                try:
+                    service_urls = services.enter_context(ensure_services())
+                    env.update(service_urls)
+                except ServicesUnavailable as exc:
+                    services_error = str(exc)
+                    print(f"services unavailable:\n{exc}", file=sys.stderr, flush=True)
+            for lane in args.lanes:
+                if lane in NEEDS_SERVICES and services_error:
+                    results.append(
+                        LaneResult(lane, workers=0, status="FAILED (services unavailable)")
+                    )
+                else:
+                    results.append(run_lane(lane, args.tests_dir, repo_root, env))
+        except LaneInterrupted as exc:
+            interrupted = True
+            results.append(exc.result)
+        except KeyboardInterrupt:  # while starting services or between lanes
+            interrupted = True
+            results.append(LaneResult(lane or "services", workers=0, status="interrupted"))
+    # The `with` above has stopped any private servers by now.
+
+    totals = {
+        "passed": sum(r.passed for r in results),
+        "failed": sum(r.failure_count for r in results),
+        "skipped": sum(r.skipped for r in results),
+    }
+    ok = not interrupted and all(r.ok for r in results)
+    print_table(results)
+    write_report(report_path, results, totals, ok, service_urls)
+    print(f"report: {report_path}")
+    skipped = f", {totals['skipped']} skipped" if totals["skipped"] else ""
+    print(f"{totals['passed']} passed, {totals['failed']} failed{skipped}", flush=True)
+    if interrupted:
+        return 130
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
