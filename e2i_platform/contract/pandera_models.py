@@ -59,6 +59,8 @@ def _field(col: Column):
     kwargs = {"nullable": col.nullable, "unique": col.unique, "coerce": col.dtype != "bool"}
     if col.allowed is not None:
         kwargs["isin"] = list(col.allowed)
+    elif col.dtype == "bool":
+        kwargs["isin"] = [True, False]  # names the rows of a non-boolean column, not just its dtype
     if col.min is not None:
         kwargs["ge"] = col.min
     if col.max is not None:

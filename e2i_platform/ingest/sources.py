@@ -30,7 +30,6 @@ class LandingFileError(dg.Failure):
 class LoadedTable:
     frame: Any  # pandas.DataFrame
     source: dict[str, Any]
-    data_version: str
 
 
 def sha256_of(path: Path) -> str:
@@ -121,15 +120,9 @@ class SourceResource(dg.ConfigurableResource):
         if path is not None:
             digest = sha256_of(path)
             frame = read_landing(path, table)
-            return LoadedTable(
-                frame,
-                {"kind": "landing_file", "path": str(path), "sha256": digest},
-                data_version=digest[:16],
-            )
+            return LoadedTable(frame, {"kind": "landing_file", "path": str(path), "sha256": digest})
         from e2i_platform.ingest.generator import generate
 
         spec = self.generator_spec()
         frame = generate(table, spec)
-        description = {"kind": "generator", **spec.description}
-        version = hashlib.sha256(repr(sorted(description.items())).encode()).hexdigest()[:16]
-        return LoadedTable(frame, description, data_version=version)
+        return LoadedTable(frame, {"kind": "generator", **spec.description})

@@ -85,8 +85,10 @@ def _verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateV
 
 def upstream_gate_verdicts(context: dg.AssetExecutionContext) -> list[GateVerdict]:
     """Verdicts of every blocking check on every upstream asset of this asset."""
-    # The job's asset graph holds every asset and check the run can see, selected or not.
     graph = context.job_def.asset_layer.asset_graph
+    # A job built from a selection sees only the selected checks; the gates live in the
+    # graph it was scoped from (the whole code location).
+    graph = getattr(graph, "source_asset_graph", graph)
     upstream = context.assets_def.asset_deps[context.asset_key]
     verdicts = []
     for check_key in sorted(graph.get_check_keys_for_assets(upstream), key=str):

@@ -10,7 +10,7 @@ MAIN_JOB = "e2i_main"
 def main_job() -> dg.UnresolvedAssetJobDefinition:
     return dg.define_asset_job(
         MAIN_JOB,
-        selection=dg.AssetSelection.all(include_sources=False),
+        selection=dg.AssetSelection.all(),
         description="Every asset with every gate: ingest, validate and everything after.",
     )
 

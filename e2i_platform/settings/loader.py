@@ -56,12 +56,16 @@ def _substitute(node: Any, file: Path, path: tuple[str, ...]) -> Any:
 
     whole = _VAR.fullmatch(node)
     replaced = _VAR.sub(replace, node)
-    # A value that is exactly one variable is parsed as YAML, so `${N:-2}` is the int 2.
-    if whole and replaced != "":
+    # A value that is exactly one variable becomes a YAML scalar, so `${N:-2}` is the
+    # int 2 and `${X:-}` is null; anything else (dates included) stays text.
+    if whole:
+        if replaced == "":
+            return None
         try:
-            return yaml.safe_load(replaced)
+            scalar = yaml.safe_load(replaced)
         except yaml.YAMLError:
             return replaced
+        return scalar if isinstance(scalar, bool | int | float) else replaced
     return replaced
 
 

@@ -1,0 +1,67 @@
+"""Shared fixtures: a private E2I_HOME, small generated data, real Dagster instances.
+
+Every test gets its own E2I_HOME (landing, warehouse) and, where it runs assets,
+its own Dagster instance. Data come from the product's generator at a small size.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from e2i_platform.ingest.generator import Generator, GeneratorSpec, floor_anchor
+from e2i_platform.settings import Settings, load_settings
+from e2i_platform.settings.loader import REPO_ROOT
+
+SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11"}
+
+
+@pytest.fixture
+def e2i_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "e2i"
+    home.mkdir()
+    monkeypatch.setenv("E2I_HOME", str(home))
+    monkeypatch.delenv("E2I_ENV", raising=False)
+    monkeypatch.delenv("E2I_CONFIG_DIR", raising=False)
+    for key, value in SMALL.items():
+        monkeypatch.setenv(key, value)
+    return home
+
+
+@pytest.fixture
+def config_copy(e2i_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A writable copy of config/, used by the settings of tests that edit thresholds."""
+    target = tmp_path / "config"
+    shutil.copytree(REPO_ROOT / "config", target)
+    monkeypatch.setenv("E2I_CONFIG_DIR", str(target))
+    return target
+
+
+@pytest.fixture
+def settings(e2i_home: Path) -> Settings:
+    return load_settings()
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as inst:
+        yield inst
+
+
+@pytest.fixture(scope="session")
+def generated() -> Generator:
+    """Small generated tables, anchored now: what the generator produces by default."""
+    now = datetime.now(UTC).replace(tzinfo=None)
+    spec = GeneratorSpec(
+        seed=int(SMALL["E2I_SEED"]),
+        patients=int(SMALL["E2I_PATIENTS"]),
+        hcps=int(SMALL["E2I_HCPS"]),
+        history_days=730,
+        anchor=floor_anchor(now, "hour"),
+    )
+    return Generator(spec)

@@ -1,0 +1,76 @@
+"""Helpers for tests that run the platform's assets (import as `from support import ...`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from e2i_platform.settings import Settings
+
+
+def write_landing(home: Path, table: str, df, fmt: str = "parquet") -> Path:
+    landing = home / "landing"
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / f"{table}.{fmt}"
+    if fmt == "parquet":
+        df.to_parquet(path, index=False)
+    else:
+        df.to_csv(path, index=False)
+    return path
+
+
+def definitions(settings: Settings, extra_assets=()) -> dg.Definitions:
+    from e2i_platform.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    if not extra_assets:
+        return defs
+    return dg.Definitions.merge(defs, dg.Definitions(assets=list(extra_assets)))
+
+
+def run(
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    selection=None,
+) -> dg.ExecuteInProcessResult:
+    """Materialize (a selection of) the definitions in process on `instance`."""
+    graph_defs = [*defs.assets, *defs.asset_checks]
+    return dg.materialize(
+        graph_defs,
+        resources=defs.resources,
+        instance=instance,
+        selection=selection,
+        raise_on_error=False,
+    )
+
+
+def table_selection(table: str) -> dg.AssetSelection:
+    """Raw and validated assets, with their checks, of a table and the tables it references
+    (its `references_resolve` gate reads them)."""
+    from e2i_platform.contract import table as contract_table
+
+    selection = dg.AssetSelection.assets(f"raw_{table}", table)
+    for fk in contract_table(table).foreign_keys:
+        selection |= table_selection(fk.table)
+    return selection
+
+
+def evaluations(result: dg.ExecuteInProcessResult) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        f"{e.asset_key.to_user_string()}.{e.check_name}": e
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def failed_steps(result: dg.ExecuteInProcessResult) -> dict[str, str]:
+    return {
+        e.step_key: e.step_failure_data.error.message
+        for e in result.all_events
+        if e.is_step_failure
+    }
+

@@ -1,0 +1,89 @@
+"""Configuration: substitution, environment overrides, errors that name file and key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from e2i_platform.settings import ConfigError, load, load_settings
+
+
+def _edit(path: Path, mutate) -> None:
+    data = yaml.safe_load(path.read_text())
+    mutate(data)
+    path.write_text(yaml.safe_dump(data))
+
+
+def test_defaults_load_and_resolve_home_from_environment(e2i_home):
+    s = load_settings()
+    assert s.home == e2i_home
+    assert s.env == "local"
+    assert s.platform.executor.max_concurrent == 2
+    assert s.platform.generator.patients == 300  # ${E2I_PATIENTS:-2000} from the env
+
+
+def test_variable_default_applies_when_unset(e2i_home, monkeypatch):
+    monkeypatch.delenv("E2I_PATIENTS")
+    assert load_settings().platform.generator.patients == 2000
+
+
+def test_unknown_key_names_file_and_key_path(config_copy, e2i_home):
+    _edit(config_copy / "quality.yaml",
+          lambda d: d["tables"]["patient_journeys"]["row_count"].update(maxx=3))
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    msg = str(err.value)
+    assert str(config_copy / "quality.yaml") in msg
+    assert "tables.patient_journeys.row_count.maxx" in msg
+    assert "Extra inputs are not permitted" in msg
+
+
+def test_wrong_type_names_file_and_key(config_copy, e2i_home):
+    _edit(config_copy / "platform.yaml", lambda d: d["executor"].update(max_concurrent="many"))
+    with pytest.raises(ConfigError, match=r"platform\.yaml: executor\.max_concurrent: .*integer"):
+        load_settings()
+
+
+def test_missing_required_key_names_file_and_key(config_copy, e2i_home):
+    _edit(config_copy / "platform.yaml", lambda d: d["generator"].pop("seed"))
+    with pytest.raises(ConfigError, match=r"platform\.yaml: generator\.seed: Field required"):
+        load_settings()
+
+
+def test_unset_variable_without_default_is_an_error(config_copy, e2i_home, monkeypatch):
+    _edit(config_copy / "platform.yaml", lambda d: d.update(home="${E2I_TEST_NOT_SET}"))
+    monkeypatch.delenv("E2I_TEST_NOT_SET", raising=False)
+    with pytest.raises(ConfigError, match=r"platform\.yaml: home: environment variable "
+                                          r"E2I_TEST_NOT_SET is not set"):
+        load_settings()
+
+
+def test_environment_file_overrides_and_its_errors_name_it(config_copy, e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_ENV", "prod")
+    prod = load("platform")
+    assert prod.instance.storage == "postgres"
+    assert prod.generator.patients == 300  # not overridden: base value kept
+    _edit(config_copy / "env" / "prod.yaml",
+          lambda d: d["platform"]["instance"].update(storage="oracle"))
+    with pytest.raises(ConfigError) as err:
+        load("platform")
+    assert f"{config_copy / 'env' / 'prod.yaml'}: instance.storage" in str(err.value)
+
+
+def test_unknown_environment_is_an_error(e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_ENV", "staging")
+    with pytest.raises(ConfigError, match=r"env/staging\.yaml: E2I_ENV='staging'"):
+        load_settings()
+
+
+def test_quality_rules_must_match_the_contract(config_copy, e2i_home):
+    _edit(config_copy / "quality.yaml",
+          lambda d: d["tables"]["hcp_profiles"].update(null_fraction={"npi": {"max": 0.1}}))
+    with pytest.raises(ConfigError, match=r"null_fraction\.npi: the contract makes it required"):
+        load_settings()
+
+
+def test_invalid_yaml_names_the_file(config_copy, e2i_home):
+    (config_copy / "quality.yaml").write_text("tables: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"quality\.yaml: not valid YAML"):
+        load_settings()

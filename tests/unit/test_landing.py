@@ -1,0 +1,59 @@
+"""Landing files: read as is, and every unreadable file is a clear error naming it."""
+
+import pytest
+
+from e2i_platform.ingest.sources import LandingFileError, landing_file, read_landing
+from support import write_landing
+
+
+def test_csv_is_read_as_text_with_strict_booleans(tmp_path, generated):
+    events = generated.table("treatment_events").head(20)
+    path = write_landing(tmp_path, "treatment_events", events, fmt="csv")
+    df = read_landing(path, "treatment_events")
+    assert df["treatment_event_id"].tolist() == events["treatment_event_id"].tolist()
+    assert df["cost"].dtype == object  # as is: typing is the gate's job
+    assert df["discontinuation_flag"].tolist() == events["discontinuation_flag"].tolist()
+
+
+def test_csv_with_a_non_boolean_word_keeps_the_column_untyped(tmp_path, generated):
+    events = generated.table("treatment_events").head(5).astype({"adverse_event_flag": object})
+    events.at[0, "adverse_event_flag"] = "maybe"
+    path = write_landing(tmp_path, "treatment_events", events, fmt="csv")
+    df = read_landing(path, "treatment_events")
+    assert df["adverse_event_flag"].tolist()[0] == "maybe"
+
+
+def test_empty_file_is_named(tmp_path):
+    path = tmp_path / "landing" / "triggers.csv"
+    path.parent.mkdir()
+    path.write_bytes(b"")
+    with pytest.raises(LandingFileError, match=r"triggers\.csv for table 'triggers' is empty"):
+        read_landing(path, "triggers")
+
+
+def test_header_only_csv_has_no_rows(tmp_path):
+    path = tmp_path / "triggers.csv"
+    path.write_text("trigger_id,patient_id\n")
+    with pytest.raises(LandingFileError, match=r"triggers\.csv .* has no rows"):
+        read_landing(path, "triggers")
+
+
+def test_corrupt_parquet_is_named(tmp_path):
+    path = tmp_path / "hcp_profiles.parquet"
+    path.write_bytes(b"PAR1 this is not parquet at all")
+    with pytest.raises(LandingFileError, match=r"hcp_profiles\.parquet .* is not readable Parquet"):
+        read_landing(path, "hcp_profiles")
+
+
+def test_malformed_csv_is_named_with_the_parser_problem(tmp_path):
+    path = tmp_path / "causal_paths.csv"
+    path.write_text('path_id,start_node\nCP1,a\nCP2,"b,c,d\n')
+    with pytest.raises(LandingFileError, match=r"causal_paths\.csv .* not readable CSV"):
+        read_landing(path, "causal_paths")
+
+
+def test_two_landing_files_for_one_table_are_ambiguous(tmp_path):
+    (tmp_path / "triggers.csv").write_text("a\n1\n")
+    (tmp_path / "triggers.parquet").write_bytes(b"x")
+    with pytest.raises(LandingFileError, match="keep exactly one"):
+        landing_file(tmp_path, "triggers")
