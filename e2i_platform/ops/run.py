@@ -30,7 +30,7 @@ def main() -> int:
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         # Step-by-step DEBUG logs stay in the instance (and the UI); the terminal gets a summary.
-        quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+        quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
         result = job.execute_in_process(instance=instance, run_config=quiet, raise_on_error=False)
     elapsed = time.perf_counter() - started
 
@@ -40,6 +40,10 @@ def main() -> int:
     print(f"\nE2I run {result.run_id} ({'SUCCESS' if result.success else 'FAILED'}) "
           f"in {elapsed:.1f}s — env {settings.env}, home {settings.home}")
     print(f"Assets materialized ({len(materialized)}): {', '.join(materialized)}")
+    everything = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    if blocked := sorted(everything - set(materialized)):
+        print(f"Not materialized ({len(blocked)}; a gate or a failed step stopped them): "
+              f"{', '.join(blocked)}")
     print("Gate results:")
     for ev in sorted(result.get_asset_check_evaluations(), key=lambda e: str(e.asset_check_key)):
         verdict = "PASS" if ev.passed else f"FAIL ({ev.severity.value})"

@@ -120,5 +120,5 @@ def test_warning_level_failure_is_warn_and_critical_wins_when_both_fail(journeys
     df["disease_severity"] = 9.5  # critical distribution failure on top
     both = expectations_gate("patient_journeys", df, warn_rules, NOW)
     assert both.severity == dg.AssetCheckSeverity.ERROR
-    assert "(1 critical, 1 warning)" in both.description
-    assert {"row_count", "mean:disease_severity"} <= _failed_ids(both)
+    assert "(2 critical, 1 warning)" in both.description  # mean and quantiles, row count
+    assert _failed_ids(both) == {"row_count", "mean:disease_severity", "quantiles:disease_severity"}

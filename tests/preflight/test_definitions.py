@@ -1,0 +1,80 @@
+"""Preflight: the code compiles, the definitions load light, and the graph is the spec's."""
+
+import compileall
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+from e2i_platform.contract import INPUT_TABLES
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("great_expectations", "feast", "mlflow", "optuna", "lightgbm", "sklearn", "pandera")
+
+
+def test_everything_compiles():
+    for folder in ("e2i_platform", "tests", "bench"):
+        assert compileall.compile_dir(REPO / folder, quiet=1, force=True), folder
+
+
+def test_loading_definitions_imports_no_heavy_library():
+    """A fresh interpreter builds the definitions; none of the heavy libraries load."""
+    code = (
+        "import sys, json\n"
+        "from e2i_platform.definitions import defs\n"
+        "d = defs()\n"
+        "d.get_repository_def()\n"
+        f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_dagster_definitions_validate_passes(tmp_path):
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "E2I_HOME": str(tmp_path / "e2i")}
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
+         "-w", "workspace.yaml"],
+        cwd=REPO, capture_output=True, text=True, env=env,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_asset_graph_matches_the_spec(e2i_home):
+    """Asset and check names are an interface (SPEC §3): a change shows up here."""
+    from e2i_platform.definitions import defs
+
+    graph = defs().get_repository_def().asset_graph
+    groups = {k.to_user_string(): graph.get(k).group_name for k in graph.get_all_asset_keys()}
+    assert groups == {
+        **{f"raw_{t}": "ingest" for t in INPUT_TABLES},
+        **{t: "quality" for t in INPUT_TABLES},
+    }
+    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
+              for k in graph.asset_check_keys}
+    expected = {(f"raw_{t}", "schema") for t in INPUT_TABLES}
+    expected |= {(t, "expectations") for t in INPUT_TABLES}
+    expected |= {("patient_journeys", "references_resolve"), ("treatment_events", "references_resolve")}
+    assert checks == dict.fromkeys(expected, True)
+    for t in INPUT_TABLES:
+        assert graph.get(dg.AssetKey(t)).parent_keys == {dg.AssetKey(f"raw_{t}")}
+        assert graph.get(dg.AssetKey(t)).automation_condition is not None
+        assert graph.get(dg.AssetKey(t)).description
+
+
+def test_executor_is_capped_from_config(e2i_home, monkeypatch):
+    from e2i_platform.definitions import defs
+
+    monkeypatch.setenv("E2I_MAX_CONCURRENT", "3")
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    execution = ResolvedRunConfig.build(defs().resolve_job_def("e2i_main"), {}).execution
+    assert execution.execution_engine_name == "multiprocess"
+    assert execution.execution_engine_config["max_concurrent"] == 3
