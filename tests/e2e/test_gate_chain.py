@@ -223,19 +223,35 @@ def test_landing_file_replaces_generator_and_is_recorded(settings, instance, gen
 
 def test_automation_respects_blocking_gates(settings, instance, generated, e2i_home):
     defs = definitions(settings)
+    journeys = dg.AssetKey("patient_journeys")
+
+    # Control: plain eager() (Dagster's default) on the same graph and instance.
+    def eager_only(spec: dg.AssetSpec) -> dg.AssetSpec:
+        return spec.replace_attributes(automation_condition=dg.AutomationCondition.eager())
+
+    naive = dg.Definitions(
+        assets=[a.map_asset_specs(eager_only) for a in defs.assets],
+        asset_checks=defs.asset_checks,
+        resources=defs.resources,
+    )
+    # Initial evaluations: conditions start tracking updates from here.
+    gated_tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    naive_tick = dg.evaluate_automation_conditions(defs=naive, instance=instance)
+
     write_landing(e2i_home, "patient_journeys", _break(generated.table("patient_journeys"), "enum"))
     run(defs, instance, selection=dg.AssetSelection.assets("raw_patient_journeys"))
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    requested = {k.to_user_string() for k in first.get_requested_asset_keys()} if hasattr(
-        first, "get_requested_asset_keys") else {
-        r.key.to_user_string() for r in first.results if r.true_subset.size}
-    assert "patient_journeys" not in requested
+    gated_tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=gated_tick.cursor)
+    naive_tick = dg.evaluate_automation_conditions(
+        defs=naive, instance=instance, cursor=naive_tick.cursor)
+    assert naive_tick.get_num_requested(journeys) == 1  # eager() alone ignores the failed gate
+    assert gated_tick.get_num_requested(journeys) == 0
 
     write_landing(e2i_home, "patient_journeys", generated.table("patient_journeys"))
     run(defs, instance, selection=dg.AssetSelection.assets("raw_patient_journeys"))
-    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    requested = {r.key.to_user_string() for r in second.results if r.true_subset.size}
-    assert "patient_journeys" in requested
+    gated_tick = dg.evaluate_automation_conditions(
+        defs=defs, instance=instance, cursor=gated_tick.cursor)
+    assert gated_tick.get_num_requested(journeys) == 1
 
 
 def test_stale_generated_data_fail_recency(e2i_home, instance, monkeypatch):
