@@ -73,4 +73,3 @@ def failed_steps(result: dg.ExecuteInProcessResult) -> dict[str, str]:
         for e in result.all_events
         if e.is_step_failure
     }
-

@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandera.pandas as pa
 
 PANDAS_DTYPES = {
-    "str": "str",
+    "str": "string[pyarrow]",  # dtype-level check; object strings are checked per element
     "int": "int64",
     "float": "float64",
     "bool": "bool",

@@ -1,6 +1,5 @@
 """Raw tables: one asset per contract input table, landed or generated, untyped."""
 
-
 import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name

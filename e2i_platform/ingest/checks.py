@@ -1,6 +1,5 @@
 """The `schema` gate on every raw table: Pandera, lazy, blocking."""
 
-
 import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name

@@ -102,6 +102,18 @@ def _luhn_check_digit(prefixed_bases: np.ndarray) -> np.ndarray:
     return (10 - total % 10) % 10
 
 
+def _unique_starts(patient_no, brand, start):
+    """Shift colliding start days so (patient, brand, start) stays a unique natural key."""
+    start = start.copy()
+    for _ in range(10):
+        key = pd.DataFrame({"p": patient_no, "b": brand, "s": start})
+        clash = key.groupby(["p", "b", "s"]).cumcount().to_numpy()
+        if not clash.any():
+            return start
+        start = start - clash * DAY
+    raise RuntimeError("could not make journey start days unique")
+
+
 class Generator:
     """All seven input tables from one spec; each table is built on first use."""
 
@@ -213,6 +225,7 @@ class Generator:
         start_offset = rng.uniform(30, span_days, n)
         start = self.anchor - (start_offset * 86400).astype(np.int64) * SECOND
         start = start.astype("datetime64[D]").astype("datetime64[s]")  # journeys start on a day
+        start = _unique_starts(patient_no, brand, start)
         discontinued = rng.random(n) < risk
         # A discontinuation happens part-way through the time observed so far.
         observed = (self.anchor - start) / SECOND
@@ -233,7 +246,8 @@ class Generator:
                 "age_group": age_group,
                 "academic": hcp["academic"].to_numpy()[hcp_idx],
                 "region": np.where(
-                    rng.random(n) < 0.85, hcp["region"].to_numpy()[hcp_idx],
+                    rng.random(n) < 0.85,
+                    hcp["region"].to_numpy()[hcp_idx],
                     rng.choice(ENUMS["region"], n),
                 ),
                 "risk": risk,
@@ -416,8 +430,9 @@ class Generator:
             names=["metric_date", "metric_type", "brand", "region"],
         ).to_frame(index=False)
         n = len(grid)
-        target = np.where(grid["metric_type"] == "sales", rng.uniform(5e4, 2e5, n),
-                          rng.uniform(0.2, 0.8, n))
+        target = np.where(
+            grid["metric_type"] == "sales", rng.uniform(5e4, 2e5, n), rng.uniform(0.2, 0.8, n)
+        )
         value = target * np.clip(rng.normal(0.95, 0.15, n), 0, None)
         return pd.DataFrame(
             {
@@ -453,9 +468,7 @@ class Generator:
                 "causal_effect_size": np.clip(rng.normal(0.1, 0.3, n), -1, 1).round(4),
                 "confidence_level": rng.beta(6, 2, n).round(4),
                 "method_used": rng.choice(ENUMS["causal_method"], n),
-                "validation_status": rng.choice(
-                    ENUMS["validation_status"], n, p=[0.5, 0.4, 0.1]
-                ),
+                "validation_status": rng.choice(ENUMS["validation_status"], n, p=[0.5, 0.4, 0.1]),
             }
         )
 

@@ -41,8 +41,9 @@ def sha256_of(path: Path) -> str:
 
 
 def landing_file(landing_dir: Path, table: str) -> Path | None:
-    candidates = [p for p in (landing_dir / f"{table}.parquet", landing_dir / f"{table}.csv")
-                  if p.exists()]
+    candidates = [
+        p for p in (landing_dir / f"{table}.parquet", landing_dir / f"{table}.csv") if p.exists()
+    ]
     if len(candidates) > 1:
         raise LandingFileError(
             f"landing: both {candidates[0]} and {candidates[1]} exist for table {table!r}; "

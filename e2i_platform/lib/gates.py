@@ -14,7 +14,6 @@ respects the gates too. UI runs, CLI runs, schedules and sensors all execute the
 asset body, so the guard covers every entry point.
 """
 
-
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,7 +104,8 @@ def require_upstream_gates(context: dg.AssetExecutionContext) -> list[GateVerdic
         raise GateClosed(
             description=(
                 f"{context.asset_key.to_user_string()} refused to run: an upstream gate has not "
-                "passed for the current data.\n  " + "\n  ".join(lines)
+                "passed for the current data.\n  "
+                + "\n  ".join(lines)
                 + "\nFix the data (or rerun the gate) and materialize again."
             ),
             metadata={"closed_gates": dg.MetadataValue.json([v.label for v in closed])},

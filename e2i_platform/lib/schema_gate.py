@@ -81,8 +81,16 @@ def schema_gate(table: str, df, asset_label: str) -> dg.AssetCheckResult:
             summary=(
                 f"{asset_label}: {found['failing_rows']} of {len(df)} rows fail the "
                 f"{table} contract ({problems} distinct problems"
-                + (f"; missing columns {found['missing_columns']}" if found["missing_columns"] else "")
-                + (f"; unexpected columns {found['extra_columns']}" if found["extra_columns"] else "")
+                + (
+                    f"; missing columns {found['missing_columns']}"
+                    if found["missing_columns"]
+                    else ""
+                )
+                + (
+                    f"; unexpected columns {found['extra_columns']}"
+                    if found["extra_columns"]
+                    else ""
+                )
                 + ")"
             ),
             rows_checked=len(df),

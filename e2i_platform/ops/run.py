@@ -37,21 +37,27 @@ def main() -> int:
     materialized = sorted(
         e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
     )
-    print(f"\nE2I run {result.run_id} ({'SUCCESS' if result.success else 'FAILED'}) "
-          f"in {elapsed:.1f}s — env {settings.env}, home {settings.home}")
+    print(
+        f"\nE2I run {result.run_id} ({'SUCCESS' if result.success else 'FAILED'}) "
+        f"in {elapsed:.1f}s — env {settings.env}, home {settings.home}"
+    )
     print(f"Assets materialized ({len(materialized)}): {', '.join(materialized)}")
     everything = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
     if blocked := sorted(everything - set(materialized)):
-        print(f"Not materialized ({len(blocked)}; a gate or a failed step stopped them): "
-              f"{', '.join(blocked)}")
+        print(
+            f"Not materialized ({len(blocked)}; a gate or a failed step stopped them): "
+            f"{', '.join(blocked)}"
+        )
     print("Gate results:")
     for ev in sorted(result.get_asset_check_evaluations(), key=lambda e: str(e.asset_check_key)):
         verdict = "PASS" if ev.passed else f"FAIL ({ev.severity.value})"
         print(f"  {verdict:<12} {ev.asset_key.to_user_string()}.{ev.check_name}: {ev.description}")
     for event in result.all_events:
         if event.is_step_failure:
-            print(f"  STEP FAILED  {event.step_key}: "
-                  f"{event.step_failure_data.error.message.strip().splitlines()[0]}")
+            print(
+                f"  STEP FAILED  {event.step_key}: "
+                f"{event.step_failure_data.error.message.strip().splitlines()[0]}"
+            )
     print(f"\nOpen the UI: make dev  ->  http://127.0.0.1:3000 (DAGSTER_HOME={home})")
     return 0 if result.success else 1
 

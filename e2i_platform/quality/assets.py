@@ -1,6 +1,5 @@
 """Validated tables: typed copies of the raw tables, produced only through open gates."""
 
-
 import warnings
 
 import dagster as dg
@@ -40,8 +39,9 @@ def validated_table_asset(table: str) -> dg.AssetsDefinition:
             metadata={
                 "dagster/column_schema": dg.TableSchema(
                     columns=[
-                        dg.TableColumn(name=c.name, type=str(typed[c.name].dtype),
-                                       description=c.description)
+                        dg.TableColumn(
+                            name=c.name, type=str(typed[c.name].dtype), description=c.description
+                        )
                         for c in spec.columns
                     ]
                 ),

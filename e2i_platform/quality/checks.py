@@ -1,6 +1,5 @@
 """Gates on the validated tables: `expectations` (GE) and `references_resolve`."""
 
-
 from datetime import UTC, datetime
 
 import dagster as dg

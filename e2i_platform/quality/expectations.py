@@ -151,6 +151,24 @@ def suite_specs(table: str, rules: TableQuality, now: datetime) -> list[Expectat
     return out
 
 
+def _columns_for_suite(table: str, df, specs: list[ExpectationSpec]):
+    """The frame GE needs: only referenced columns, closed-set text as `category`.
+
+    GE copies and hashes the batch and filters whole frames per expectation; fewer
+    columns and categorical enums make that several times cheaper without changing
+    a single value.
+    """
+    used: set[str] = set()
+    for s in specs:
+        used |= (
+            {s.kwargs["column"]} if "column" in s.kwargs else set(s.kwargs.get("column_list", ()))
+        )
+    spec = TABLES[table]
+    enums = {c.name for c in spec.columns if c.enum and c.name in used}
+    frame = df[[c for c in spec.column_names if c in used]]
+    return frame.astype(dict.fromkeys(enums, "category"))
+
+
 def run_suite(table: str, df, specs: list[ExpectationSpec]) -> list[ExpectationOutcome]:
     """Validate `df` with a GE 1.x suite made of `specs`; one outcome per spec."""
     import great_expectations as gx
@@ -170,7 +188,8 @@ def run_suite(table: str, df, specs: list[ExpectationSpec]) -> list[ExpectationO
         )
     # Validate the batch directly: ValidationDefinition.run also stores the result as JSON,
     # which fails on the numpy booleans of the quantile expectation's details (GE 1.24).
-    result = batch.get_batch(batch_parameters={"dataframe": df}).validate(
+    frame = _columns_for_suite(table, df, specs)
+    result = batch.get_batch(batch_parameters={"dataframe": frame}).validate(
         suite, result_format={"result_format": "SUMMARY"}
     )
     by_id = {s.id: s for s in specs}

@@ -27,7 +27,11 @@ def _env(home: Path) -> dict[str, str]:
 def _materialize(home: Path, selection: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [DAGSTER, "asset", "materialize", "-m", "e2i_platform.definitions", "--select", selection],
-        cwd=REPO, env=_env(home), capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        env=_env(home),
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -39,7 +43,11 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated)
 
     main = subprocess.run(
         [sys.executable, "-m", "e2i_platform.ops.run"],
-        cwd=REPO, env=_env(e2i_home), capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        env=_env(e2i_home),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert main.returncode == 1, main.stdout + main.stderr
     assert "FAIL (ERROR) raw_patient_journeys.schema" in main.stdout

@@ -9,6 +9,7 @@ import pytest
 
 from e2i_platform.contract import INPUT_TABLES
 from e2i_platform.lib.gates import gated_asset
+
 from support import (
     definitions,
     evaluations,
@@ -31,7 +32,9 @@ def test_valid_generated_data_pass_every_gate_for_every_table(settings, instance
     result = run(defs, instance)
     assert result.success, failed_steps(result)
     evals = evaluations(result)
-    expected = {f"raw_{t}.schema" for t in INPUT_TABLES} | {f"{t}.expectations" for t in INPUT_TABLES}
+    expected = {f"raw_{t}.schema" for t in INPUT_TABLES} | {
+        f"{t}.expectations" for t in INPUT_TABLES
+    }
     expected |= {"patient_journeys.references_resolve", "treatment_events.references_resolve"}
     assert set(evals) == expected
     assert all(e.passed for e in evals.values()), {k: e.description for k, e in evals.items()}
@@ -82,8 +85,12 @@ def test_schema_failure_blocks_validated_table_in_the_same_run(
     broken = _break(generated.table("patient_journeys"), family)
     write_landing(e2i_home, "patient_journeys", broken, fmt=fmt)
     defs = definitions(settings, [journey_consumer])
-    result = run(defs, instance, selection=table_selection("patient_journeys") |
-                 dg.AssetSelection.assets("journey_consumer"))
+    result = run(
+        defs,
+        instance,
+        selection=table_selection("patient_journeys")
+        | dg.AssetSelection.assets("journey_consumer"),
+    )
     evals = evaluations(result)
     gate = evals["raw_patient_journeys.schema"]
     assert gate.passed is False and gate.severity == dg.AssetCheckSeverity.ERROR
@@ -101,8 +108,12 @@ def test_critical_expectation_failure_blocks_downstream_in_the_same_run(
     journeys["data_quality_score"] = 0.3
     write_landing(e2i_home, "patient_journeys", journeys)
     defs = definitions(settings, [journey_consumer])
-    result = run(defs, instance, selection=table_selection("patient_journeys") |
-                 dg.AssetSelection.assets("journey_consumer"))
+    result = run(
+        defs,
+        instance,
+        selection=table_selection("patient_journeys")
+        | dg.AssetSelection.assets("journey_consumer"),
+    )
     evals = evaluations(result)
     assert evals["raw_patient_journeys.schema"].passed
     ge = evals["patient_journeys.expectations"]
@@ -128,8 +139,12 @@ def test_warn_only_expectation_failure_does_not_block_and_is_visible(
     from e2i_platform.settings import load_settings
 
     defs = definitions(load_settings(), [journey_consumer])
-    result = run(defs, instance, selection=table_selection("patient_journeys") |
-                 dg.AssetSelection.assets("journey_consumer"))
+    result = run(
+        defs,
+        instance,
+        selection=table_selection("patient_journeys")
+        | dg.AssetSelection.assets("journey_consumer"),
+    )
     assert result.success, failed_steps(result)
     ge = evaluations(result)["patient_journeys.expectations"]
     assert ge.passed is False and ge.severity == dg.AssetCheckSeverity.WARN
@@ -175,8 +190,9 @@ def test_guard_refuses_when_the_gate_has_not_seen_the_latest_upstream(settings, 
     defs = definitions(settings)
     assert run(defs, instance, selection=table_selection("triggers")).success
     # Rematerialize the raw table without its check: the gate's verdict is now stale.
-    raw_only = run(defs, instance, selection=dg.AssetSelection.assets("raw_triggers")
-                   .without_checks())
+    raw_only = run(
+        defs, instance, selection=dg.AssetSelection.assets("raw_triggers").without_checks()
+    )
     assert raw_only.success and not evaluations(raw_only)
     child = run(defs, instance, selection=["triggers"])
     assert not child.success
@@ -212,7 +228,8 @@ def test_landing_file_replaces_generator_and_is_recorded(settings, instance, gen
     result = run(defs, instance, selection=table_selection("triggers"))
     assert result.success, failed_steps(result)
     meta = instance.get_latest_materialization_event(
-        dg.AssetKey("raw_triggers")).asset_materialization.metadata
+        dg.AssetKey("raw_triggers")
+    ).asset_materialization.metadata
     assert meta["source"].data == {
         "kind": "landing_file",
         "path": str(path),
@@ -241,16 +258,19 @@ def test_automation_respects_blocking_gates(settings, instance, generated, e2i_h
     write_landing(e2i_home, "patient_journeys", _break(generated.table("patient_journeys"), "enum"))
     run(defs, instance, selection=dg.AssetSelection.assets("raw_patient_journeys"))
     gated_tick = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, cursor=gated_tick.cursor)
+        defs=defs, instance=instance, cursor=gated_tick.cursor
+    )
     naive_tick = dg.evaluate_automation_conditions(
-        defs=naive, instance=instance, cursor=naive_tick.cursor)
+        defs=naive, instance=instance, cursor=naive_tick.cursor
+    )
     assert naive_tick.get_num_requested(journeys) == 1  # eager() alone ignores the failed gate
     assert gated_tick.get_num_requested(journeys) == 0
 
     write_landing(e2i_home, "patient_journeys", generated.table("patient_journeys"))
     run(defs, instance, selection=dg.AssetSelection.assets("raw_patient_journeys"))
     gated_tick = dg.evaluate_automation_conditions(
-        defs=defs, instance=instance, cursor=gated_tick.cursor)
+        defs=defs, instance=instance, cursor=gated_tick.cursor
+    )
     assert gated_tick.get_num_requested(journeys) == 1
 
 
@@ -265,7 +285,8 @@ def test_stale_generated_data_fail_recency(e2i_home, instance, monkeypatch):
     defs = definitions(load_settings())
     result = run(defs, instance, selection=table_selection("treatment_events"))
     meta = instance.get_latest_materialization_event(
-        dg.AssetKey("raw_treatment_events")).asset_materialization.metadata
+        dg.AssetKey("raw_treatment_events")
+    ).asset_materialization.metadata
     assert meta["source"].data["anchor"] == old.isoformat(timespec="seconds")
     ge = evaluations(result)["treatment_events.expectations"]
     assert ge.passed is False and ge.severity == dg.AssetCheckSeverity.ERROR

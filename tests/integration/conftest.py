@@ -42,5 +42,8 @@ def postgres_database() -> Iterator[str]:
 @pytest.fixture
 def psycopg2_url(postgres_database: str) -> str:
     """The same database with the scheme dagster-postgres needs under SQLAlchemy 2.1."""
-    return _with_database(postgres_database, urlsplit(postgres_database).path.lstrip("/"),
-                          scheme="postgresql+psycopg2")
+    return _with_database(
+        postgres_database,
+        urlsplit(postgres_database).path.lstrip("/"),
+        scheme="postgresql+psycopg2",
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from e2i_platform.ops.instance import prepare_instance
 from e2i_platform.settings import load_settings
+
 from support import definitions, evaluations, failed_steps, run, table_selection, write_landing
 
 
@@ -41,8 +42,9 @@ def test_checks_are_stored_and_read_back_from_postgres(prod_instance, postgres_d
     with psycopg2.connect(postgres_database) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM runs WHERE run_id = %s", (result.run_id,))
         assert cur.fetchone()[0] == 1
-        cur.execute("SELECT count(*) FROM asset_check_executions WHERE run_id = %s",
-                    (result.run_id,))
+        cur.execute(
+            "SELECT count(*) FROM asset_check_executions WHERE run_id = %s", (result.run_id,)
+        )
         assert cur.fetchone()[0] == 2  # raw schema + expectations
 
 

@@ -39,9 +39,17 @@ def test_dagster_definitions_validate_passes(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path), "E2I_HOME": str(tmp_path / "e2i")}
     (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     out = subprocess.run(
-        [str(Path(sys.executable).parent / "dagster"), "definitions", "validate",
-         "-w", "workspace.yaml"],
-        cwd=REPO, capture_output=True, text=True, env=env,
+        [
+            str(Path(sys.executable).parent / "dagster"),
+            "definitions",
+            "validate",
+            "-w",
+            "workspace.yaml",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
@@ -57,11 +65,16 @@ def test_asset_graph_matches_the_spec(e2i_home):
         **{f"raw_{t}": "ingest" for t in INPUT_TABLES},
         **{t: "quality" for t in INPUT_TABLES},
     }
-    checks = {(k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
-              for k in graph.asset_check_keys}
+    checks = {
+        (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
+        for k in graph.asset_check_keys
+    }
     expected = {(f"raw_{t}", "schema") for t in INPUT_TABLES}
     expected |= {(t, "expectations") for t in INPUT_TABLES}
-    expected |= {("patient_journeys", "references_resolve"), ("treatment_events", "references_resolve")}
+    expected |= {
+        ("patient_journeys", "references_resolve"),
+        ("treatment_events", "references_resolve"),
+    }
     assert checks == dict.fromkeys(expected, True)
     for t in INPUT_TABLES:
         assert graph.get(dg.AssetKey(t)).parent_keys == {dg.AssetKey(f"raw_{t}")}

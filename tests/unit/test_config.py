@@ -28,8 +28,10 @@ def test_variable_default_applies_when_unset(e2i_home, monkeypatch):
 
 
 def test_unknown_key_names_file_and_key_path(config_copy, e2i_home):
-    _edit(config_copy / "quality.yaml",
-          lambda d: d["tables"]["patient_journeys"]["row_count"].update(maxx=3))
+    _edit(
+        config_copy / "quality.yaml",
+        lambda d: d["tables"]["patient_journeys"]["row_count"].update(maxx=3),
+    )
     with pytest.raises(ConfigError) as err:
         load_settings()
     msg = str(err.value)
@@ -53,8 +55,11 @@ def test_missing_required_key_names_file_and_key(config_copy, e2i_home):
 def test_unset_variable_without_default_is_an_error(config_copy, e2i_home, monkeypatch):
     _edit(config_copy / "platform.yaml", lambda d: d.update(home="${E2I_TEST_NOT_SET}"))
     monkeypatch.delenv("E2I_TEST_NOT_SET", raising=False)
-    with pytest.raises(ConfigError, match=r"platform\.yaml: home: environment variable "
-                                          r"E2I_TEST_NOT_SET is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"platform\.yaml: home: environment variable "
+        r"E2I_TEST_NOT_SET is not set",
+    ):
         load_settings()
 
 
@@ -63,8 +68,10 @@ def test_environment_file_overrides_and_its_errors_name_it(config_copy, e2i_home
     prod = load("platform")
     assert prod.instance.storage == "postgres"
     assert prod.generator.patients == 300  # not overridden: base value kept
-    _edit(config_copy / "env" / "prod.yaml",
-          lambda d: d["platform"]["instance"].update(storage="oracle"))
+    _edit(
+        config_copy / "env" / "prod.yaml",
+        lambda d: d["platform"]["instance"].update(storage="oracle"),
+    )
     with pytest.raises(ConfigError) as err:
         load("platform")
     assert f"{config_copy / 'env' / 'prod.yaml'}: instance.storage" in str(err.value)
@@ -77,8 +84,10 @@ def test_unknown_environment_is_an_error(e2i_home, monkeypatch):
 
 
 def test_quality_rules_must_match_the_contract(config_copy, e2i_home):
-    _edit(config_copy / "quality.yaml",
-          lambda d: d["tables"]["hcp_profiles"].update(null_fraction={"npi": {"max": 0.1}}))
+    _edit(
+        config_copy / "quality.yaml",
+        lambda d: d["tables"]["hcp_profiles"].update(null_fraction={"npi": {"max": 0.1}}),
+    )
     with pytest.raises(ConfigError, match=r"null_fraction\.npi: the contract makes it required"):
         load_settings()
 

@@ -90,8 +90,12 @@ def test_duplicate_natural_key_blocks(journeys):
         df.at[df.index[1], col] = df.at[df.index[0], col]
     result = expectations_gate("patient_journeys", df, _rules(), NOW)
     assert _failed_ids(result) == {"compound_unique:patient_id+brand+journey_start_date"}
-    assert result.metadata["failure_counts"].data[
-        "compound_unique:patient_id+brand+journey_start_date"] == 2
+    assert (
+        result.metadata["failure_counts"].data[
+            "compound_unique:patient_id+brand+journey_start_date"
+        ]
+        == 2
+    )
 
 
 def test_distribution_shift_fails_mean_and_quantile(journeys):

@@ -3,6 +3,7 @@
 import pytest
 
 from e2i_platform.ingest.sources import LandingFileError, landing_file, read_landing
+
 from support import write_landing
 
 

@@ -14,7 +14,9 @@ def _typed(generated, name):
 def test_generated_references_resolve(generated):
     journeys = _typed(generated, "patient_journeys")
     assert references_gate("patient_journeys", journeys, _typed(generated, "hcp_profiles")).passed
-    assert references_gate("treatment_events", _typed(generated, "treatment_events"), journeys).passed
+    assert references_gate(
+        "treatment_events", _typed(generated, "treatment_events"), journeys
+    ).passed
 
 
 def test_orphan_hcp_is_counted_and_sampled(generated):
@@ -23,9 +25,7 @@ def test_orphan_hcp_is_counted_and_sampled(generated):
     result = references_gate("patient_journeys", journeys, _typed(generated, "hcp_profiles"))
     assert result.passed is False and result.severity == dg.AssetCheckSeverity.ERROR
     assert result.metadata["failing_rows"].value == 3
-    assert result.metadata["failure_counts"].data == {
-        "hcp_id not in hcp_profiles.hcp_id": 3
-    }
+    assert result.metadata["failure_counts"].data == {"hcp_id not in hcp_profiles.hcp_id": 3}
     assert result.metadata["failure_sample"].data[0]["hcp_id"] == "HCP99999999"
 
 
@@ -33,8 +33,9 @@ def test_event_before_journey_start_is_reported(generated):
     journeys = _typed(generated, "patient_journeys")
     events = _typed(generated, "treatment_events")
     first = events.index[0]
-    start = journeys.set_index("patient_journey_id").at[events.at[first, "patient_journey_id"],
-                                                       "journey_start_date"]
+    start = journeys.set_index("patient_journey_id").at[
+        events.at[first, "patient_journey_id"], "journey_start_date"
+    ]
     events.at[first, "event_date"] = start - pd.Timedelta(days=2)
     events.at[events.index[1], "patient_journey_id"] = "PJ9999999999999999"
     result = references_gate("treatment_events", events, journeys)
@@ -44,5 +45,7 @@ def test_event_before_journey_start_is_reported(generated):
         "event_date < patient_journeys.journey_start_date": 1,
     }
     problems = {s["problem"] for s in result.metadata["failure_sample"].data}
-    assert problems == {"no such patient_journeys.patient_journey_id",
-                        "event_date before the patient_journeys journey_start_date"}
+    assert problems == {
+        "no such patient_journeys.patient_journey_id",
+        "event_date before the patient_journeys journey_start_date",
+    }

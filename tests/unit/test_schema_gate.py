@@ -47,29 +47,49 @@ def _shift(table, column, other, delta):
 
 
 RULE_FAMILIES = {
-    "dtype": (_set("hcp_profiles", "years_experience", "twelve"),
-              "years_experience", "coerce_dtype('int64')"),
-    "dtype_bool": (_set("treatment_events", "adverse_event_flag", "maybe"),
-                   "adverse_event_flag", "dtype('bool')"),
+    "dtype": (
+        _set("hcp_profiles", "years_experience", "twelve"),
+        "years_experience",
+        "coerce_dtype('int64')",
+    ),
+    "dtype_bool": (
+        _set("treatment_events", "adverse_event_flag", "maybe"),
+        "adverse_event_flag",
+        "dtype('bool')",
+    ),
     "required": (_set("patient_journeys", "brand", None), "brand", "not_nullable"),
     "range": (_set("hcp_profiles", "decile", 11), "decile", "less_than_or_equal_to(10)"),
-    "range_score": (_set("patient_journeys", "data_quality_score", 1.5),
-                    "data_quality_score", "less_than_or_equal_to(1.0)"),
+    "range_score": (
+        _set("patient_journeys", "data_quality_score", 1.5),
+        "data_quality_score",
+        "less_than_or_equal_to(1.0)",
+    ),
     "enum": (_set("patient_journeys", "journey_stage", "remission"), "journey_stage", "isin"),
     "unique": (_copy_row("triggers", "trigger_id"), "trigger_id", "field_uniqueness"),
     "id_format": (_set("patient_journeys", "patient_id", "PAT123"), "patient_id", "str_matches"),
     "npi_luhn": (_set("hcp_profiles", "npi", "1234567890"), "npi", "luhn(80840)"),
     "end_before_start": (
         _shift("patient_journeys", "journey_end_date", "journey_start_date", pd.Timedelta(days=-1)),
-        "journey_start_date,journey_end_date", "journey_end_date >= journey_start_date"),
+        "journey_start_date,journey_end_date",
+        "journey_end_date >= journey_start_date",
+    ),
     "ingested_before_source": (
-        _shift("patient_journeys", "ingestion_timestamp", "source_timestamp",
-               pd.Timedelta(minutes=-5)),
-        "source_timestamp,ingestion_timestamp", "ingestion_timestamp >= source_timestamp"),
-    "achievement_rate": (_set("business_metrics", "achievement_rate", 7.0),
-                         "achievement_rate,value,target", "achievement_rate = value / target"),
-    "start_equals_end": (_copy_column("causal_paths", "start_node", "end_node"),
-                         "start_node,end_node", "start_node != end_node"),
+        _shift(
+            "patient_journeys", "ingestion_timestamp", "source_timestamp", pd.Timedelta(minutes=-5)
+        ),
+        "source_timestamp,ingestion_timestamp",
+        "ingestion_timestamp >= source_timestamp",
+    ),
+    "achievement_rate": (
+        _set("business_metrics", "achievement_rate", 7.0),
+        "achievement_rate,value,target",
+        "achievement_rate = value / target",
+    ),
+    "start_equals_end": (
+        _copy_column("causal_paths", "start_node", "end_node"),
+        "start_node,end_node",
+        "start_node != end_node",
+    ),
 }
 
 

@@ -1,0 +1,253 @@
+"""`make bench`: platform costs as ratios against baselines measured in the same run.
+
+1. Code-location load: `dagster definitions validate` on e2i_platform vs on a
+   one-asset code location (bench/one_asset.py) — wall time and peak RSS.
+2. Gates on N patient_journeys rows (default 1,000,000): the Pandera `schema`
+   gate plus the GE `expectations` gate, vs a plain vectorised pandas
+   implementation of the same rules (derived from the same contract and config).
+
+Prints a table and writes bench/results/latest.json. Not part of `make test`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+DAGSTER = str(Path(sys.executable).parent / "dagster")
+
+
+# --- measuring ---------------------------------------------------------------------
+
+
+def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, summed over the process tree) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    peak = 0
+    ps = psutil.Process(proc.pid)
+    while proc.poll() is None:
+        try:
+            tree = [ps, *ps.children(recursive=True)]
+            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+        except psutil.Error:
+            pass
+        time.sleep(0.01)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    return wall, peak / 2**20
+
+
+def best_of(n: int, fn) -> float:
+    return min(fn() for _ in range(n))
+
+
+# --- 1. code-location load ---------------------------------------------------------
+
+
+def bench_load(repeat: int) -> list[dict]:
+    home = tempfile.mkdtemp(prefix="e2i-bench-")
+    Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    env = {**os.environ, "DAGSTER_HOME": home, "E2I_HOME": str(Path(home, "e2i"))}
+    rows = []
+    results = {}
+    for label, target in (
+        ("one-asset code location", ["-f", str(REPO / "bench" / "one_asset.py")]),
+        ("e2i_platform code location", ["-m", "e2i_platform.definitions"]),
+    ):
+        runs = [
+            measure_command([DAGSTER, "definitions", "validate", *target], env)
+            for _ in range(repeat)
+        ]
+        wall = statistics.median(r[0] for r in runs)
+        rss = statistics.median(r[1] for r in runs)
+        results[label] = (wall, rss)
+    base_wall, base_rss = results["one-asset code location"]
+    for label, (wall, rss) in results.items():
+        rows.append(
+            {
+                "benchmark": f"definitions validate: {label}",
+                "value": f"{wall:.2f} s / {rss:.0f} MiB",
+                "ratio": f"{wall / base_wall:.2f}x time, {rss / base_rss:.2f}x RSS",
+                "target": "<= 1.5x" if label.startswith("e2i") else "baseline",
+            }
+        )
+    return rows
+
+
+# --- 2. gates on 1M rows -------------------------------------------------------------
+
+
+def plain_pandas_gates(df, rules, now: datetime, arrow_strings: bool) -> dict[str, int]:
+    """The same rules as both gates, written as direct vectorised pandas.
+
+    With `arrow_strings`, text columns are first converted to pyarrow strings (as the
+    platform's Pandera model does), which makes the regex and isin rules faster."""
+    import pandas as pd
+
+    from e2i_platform.contract import table
+    from e2i_platform.contract.pandera_models import luhn_valid
+
+    spec = table("patient_journeys")
+    failures: dict[str, int] = {}
+    typed = {}
+    for col in spec.columns:
+        s = df[col.name]
+        if col.dtype == "str" and arrow_strings:
+            s = s.astype("string[pyarrow]")
+        if col.dtype == "datetime":
+            s = pd.to_datetime(s, errors="coerce")
+        elif col.dtype in ("int", "float"):
+            s = pd.to_numeric(s, errors="coerce")
+        typed[col.name] = s
+        bad = s.isna() if not col.nullable else pd.Series(False, index=s.index)
+        if col.allowed is not None:
+            bad |= ~s.isin(col.allowed) & s.notna()
+        if col.min is not None:
+            bad |= s < col.min
+        if col.max is not None:
+            bad |= s > col.max
+        if col.pattern is not None:
+            bad |= ~s.astype(str).str.fullmatch(col.pattern[1:-1])
+        if col.luhn_prefix is not None:
+            bad |= ~luhn_valid(s, col.luhn_prefix)
+        if col.unique:
+            bad |= s.duplicated(keep=False)
+        failures[col.name] = int(bad.sum())
+    frame = pd.DataFrame(typed)
+    for rule in spec.rules:
+        failures[rule.name] = int((~rule.holds(frame)).sum())
+    # The GE suite's rules.
+    failures["row_count"] = int(not rules.row_count.min <= len(frame) <= rules.row_count.max)
+    for col, rule in rules.null_fraction.items():
+        failures[f"null:{col}"] = int(frame[col].isna().mean() > rule.max)
+    for col in spec.columns:
+        if col.enum:
+            failures[f"enum:{col.name}"] = int(
+                frame[col.name].isin(col.allowed).mean() < rules.enums.mostly
+            )
+    failures["compound"] = int(frame.duplicated(list(spec.natural_key)).sum())
+    for col, rule in rules.distributions.items():
+        if rule.mean is not None:
+            failures[f"mean:{col}"] = int(not rule.mean.min <= frame[col].mean() <= rule.mean.max)
+        if rule.quantiles:
+            values = frame[col].quantile(sorted(rule.quantiles))
+            failures[f"q:{col}"] = int(
+                any(
+                    not rule.quantiles[q].min <= v <= rule.quantiles[q].max
+                    for q, v in values.items()
+                )
+            )
+    newest = frame[spec.event_time].max()
+    failures["recency"] = int(newest < now - timedelta(days=rules.recency.max_source_age_days))
+    return failures
+
+
+def bench_gates(rows: int, repeat: int) -> list[dict]:
+    from e2i_platform.ingest.generator import Generator, GeneratorSpec, floor_anchor
+    from e2i_platform.lib.schema_gate import schema_gate
+    from e2i_platform.quality.checks import expectations_gate
+    from e2i_platform.settings import load_settings
+
+    now = datetime.now(UTC).replace(tzinfo=None)
+    t0 = time.perf_counter()
+    spec = GeneratorSpec(
+        seed=1,
+        patients=rows,
+        hcps=max(100, rows // 200),
+        history_days=730,
+        anchor=floor_anchor(now, "hour"),
+    )
+    raw = Generator(spec).table("patient_journeys")
+    generated_s = time.perf_counter() - t0
+    rules = load_settings().quality.tables["patient_journeys"]
+
+    from e2i_platform.contract.pandera_models import validate
+
+    typed = validate("patient_journeys", raw)  # warm imports and the model cache
+
+    def gates() -> float:
+        start = time.perf_counter()
+        schema = schema_gate("patient_journeys", raw, "raw_patient_journeys")
+        expectations = expectations_gate("patient_journeys", typed, rules, now)
+        elapsed = time.perf_counter() - start
+        assert schema.passed and expectations.passed, (schema.description, expectations.description)
+        return elapsed
+
+    def baseline(arrow_strings: bool) -> float:
+        start = time.perf_counter()
+        failures = plain_pandas_gates(raw, rules, now, arrow_strings)
+        elapsed = time.perf_counter() - start
+        assert not any(failures.values()), {k: v for k, v in failures.items() if v}
+        return elapsed
+
+    platform_s = best_of(repeat, gates)
+    # The baseline is the faster of the two plain implementations: compare with the best.
+    baseline_s = min(
+        best_of(repeat, lambda: baseline(False)), best_of(repeat, lambda: baseline(True))
+    )
+    return [
+        {
+            "benchmark": f"generate {rows:,} patient_journeys (with their events)",
+            "value": f"{generated_s:.1f} s",
+            "ratio": "",
+            "target": "",
+        },
+        {
+            "benchmark": f"plain pandas, same rules, {rows:,} rows",
+            "value": f"{baseline_s:.2f} s",
+            "ratio": "1.00x",
+            "target": "baseline",
+        },
+        {
+            "benchmark": f"Pandera schema + GE expectations gates, {rows:,} rows",
+            "value": f"{platform_s:.2f} s",
+            "ratio": f"{platform_s / baseline_s:.2f}x",
+            "target": "<= 3x",
+        },
+    ]
+
+
+def print_table(rows: list[dict]) -> None:
+    headers = ("benchmark", "value", "ratio", "target")
+    widths = [max(len(h), *(len(str(r[h])) for r in rows)) for h in headers]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    print(line)
+    print("-" * len(line))
+    for r in rows:
+        print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = bench_load(args.repeat) + bench_gates(args.rows, args.repeat)
+    print()
+    print_table(rows)
+    out = REPO / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(
+        json.dumps({"measured_at": datetime.now(UTC).isoformat(), "rows": rows}, indent=2)
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
