@@ -489,18 +489,3 @@ def _check_integrity() -> None:
 
 
 _check_integrity()
-
-__all__ = [
-    "ENUMS",
-    "INPUT_TABLES",
-    "LABEL_DERIVED",
-    "TABLES",
-    "Column",
-    "Differ",
-    "ForeignKey",
-    "IsRatio",
-    "NotBefore",
-    "Table",
-    "raw_asset_name",
-    "table",
-]

@@ -54,16 +54,21 @@ class PlatformSettings(Strict):
 # --- config/quality.yaml -------------------------------------------------------
 
 
-class RowCountRule(Strict):
-    min: int = Field(ge=0)
-    max: int = Field(ge=1)
-    severity: Severity = "critical"
+class Range(Strict):
+    min: float
+    max: float
 
     @model_validator(mode="after")
     def _ordered(self):
         if self.min > self.max:
             raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
         return self
+
+
+class RowCountRule(Range):
+    min: int = Field(ge=0)
+    max: int = Field(ge=1)
+    severity: Severity = "critical"
 
 
 class NullFractionRule(Strict):
@@ -74,17 +79,6 @@ class NullFractionRule(Strict):
 class EnumRule(Strict):
     mostly: float = Fraction
     severity: Severity = "critical"
-
-
-class Range(Strict):
-    min: float
-    max: float
-
-    @model_validator(mode="after")
-    def _ordered(self):
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) is greater than max ({self.max})")
-        return self
 
 
 class DistributionRule(Strict):
