@@ -125,6 +125,31 @@ def test_critical_expectation_failure_blocks_downstream_in_the_same_run(
     assert "journey_consumer" not in materialized(result)
 
 
+def test_broken_reference_blocks_downstream_in_the_same_run(
+    settings, instance, generated, e2i_home
+):
+    journeys = generated.table("patient_journeys")
+    journeys.loc[journeys.index[:2], "hcp_id"] = "HCP99999999"  # well-formed, but no such HCP
+    write_landing(e2i_home, "patient_journeys", journeys)
+    defs = definitions(settings, [journey_consumer])
+    result = run(
+        defs,
+        instance,
+        selection=table_selection("patient_journeys")
+        | dg.AssetSelection.assets("journey_consumer"),
+    )
+    evals = evaluations(result)
+    assert evals["raw_patient_journeys.schema"].passed
+    assert evals["patient_journeys.expectations"].passed
+    refs = evals["patient_journeys.references_resolve"]
+    assert refs.passed is False and refs.severity == dg.AssetCheckSeverity.ERROR
+    assert refs.metadata["failure_counts"].data == {"hcp_id not in hcp_profiles.hcp_id": 2}
+    assert "journey_consumer" not in materialized(result)
+    # And in a later run of the consumer alone.
+    later = run(defs, instance, selection=["journey_consumer"])
+    assert "gate references_resolve on patient_journeys" in failed_steps(later)["journey_consumer"]
+
+
 def test_warn_only_expectation_failure_does_not_block_and_is_visible(
     settings, instance, e2i_home, config_copy
 ):
