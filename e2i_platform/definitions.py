@@ -20,7 +20,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.ops.jobs import ingest_schedule, main_job
     from e2i_platform.quality.assets import validated_assets
     from e2i_platform.quality.checks import quality_checks
-    from e2i_platform.resources import ConfigResource, StorageResource, WarehouseIOManager
+    from e2i_platform.resources import ConfigResource, WarehouseIOManager
 
     home = str(settings.home)
     gen = settings.platform.generator
@@ -31,7 +31,6 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         schedules=[ingest_schedule(settings.platform.ingest_schedule)],
         resources={
             "warehouse": WarehouseIOManager(home=home),
-            "storage": StorageResource(home=home),
             "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),
             "source": SourceResource(
                 landing_dir=str(settings.home / "landing"),

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import dagster as dg
-from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,11 @@ class GateClosed(dg.Failure):
     """An upstream gate has not passed for the data this asset would read."""
 
 
+# Statuses of a check execution that produced an evaluation (planned / in-progress /
+# skipped runs did not).
+_COMPLETED = ("SUCCEEDED", "FAILED")
+
+
 def gated_automation() -> dg.AutomationCondition:
     return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
@@ -51,10 +55,7 @@ def _verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateV
     record = instance.get_latest_asset_check_evaluation_record(check_key)
     if record is None:
         return GateVerdict(check_key, False, "it has never been evaluated")
-    if record.status not in (
-        AssetCheckExecutionRecordStatus.SUCCEEDED,
-        AssetCheckExecutionRecordStatus.FAILED,
-    ):
+    if record.status.value not in _COMPLETED:
         return GateVerdict(
             check_key,
             False,

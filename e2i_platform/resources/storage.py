@@ -1,4 +1,4 @@
-"""Local state under E2I_HOME and the Parquet warehouse IO manager."""
+"""The Parquet warehouse under E2I_HOME, as an IO manager."""
 
 from __future__ import annotations
 
@@ -7,24 +7,6 @@ import tempfile
 from pathlib import Path
 
 import dagster as dg
-
-
-class StorageResource(dg.ConfigurableResource):
-    """Paths of the platform's local state; everything lives under `home`."""
-
-    home: str
-
-    @property
-    def root(self) -> Path:
-        return Path(self.home)
-
-    @property
-    def landing_dir(self) -> Path:
-        return self.root / "landing"
-
-    @property
-    def warehouse_dir(self) -> Path:
-        return self.root / "warehouse"
 
 
 def atomic_write_parquet(df, path: Path) -> None:
