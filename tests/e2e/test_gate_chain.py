@@ -50,6 +50,13 @@ def test_valid_generated_data_pass_every_gate_for_every_table(settings, instance
     assert {c.name for c in meta["dagster/column_schema"].schema.columns} >= {"hcp_id", "npi"}
 
 
+def run_journeys_and_consumer(settings, instance):
+    """Journeys (with the HCPs they reference) and the downstream consumer, in one run."""
+    defs = definitions(settings, [journey_consumer])
+    selection = table_selection("patient_journeys") | dg.AssetSelection.assets("journey_consumer")
+    return defs, run(defs, instance, selection=selection)
+
+
 def _break(df: pd.DataFrame, family: str) -> pd.DataFrame:
     df = df.copy()
     if family == "range":
@@ -84,13 +91,7 @@ def test_schema_failure_blocks_validated_table_in_the_same_run(
     fmt = "csv" if family == "dtype" else "parquet"
     broken = _break(generated.table("patient_journeys"), family)
     write_landing(e2i_home, "patient_journeys", broken, fmt=fmt)
-    defs = definitions(settings, [journey_consumer])
-    result = run(
-        defs,
-        instance,
-        selection=table_selection("patient_journeys")
-        | dg.AssetSelection.assets("journey_consumer"),
-    )
+    defs, result = run_journeys_and_consumer(settings, instance)
     evals = evaluations(result)
     gate = evals["raw_patient_journeys.schema"]
     assert gate.passed is False and gate.severity == dg.AssetCheckSeverity.ERROR
@@ -107,13 +108,7 @@ def test_critical_expectation_failure_blocks_downstream_in_the_same_run(
     # Valid on every row, but a mean far below the critical band of config/quality.yaml.
     journeys["data_quality_score"] = 0.3
     write_landing(e2i_home, "patient_journeys", journeys)
-    defs = definitions(settings, [journey_consumer])
-    result = run(
-        defs,
-        instance,
-        selection=table_selection("patient_journeys")
-        | dg.AssetSelection.assets("journey_consumer"),
-    )
+    defs, result = run_journeys_and_consumer(settings, instance)
     evals = evaluations(result)
     assert evals["raw_patient_journeys.schema"].passed
     ge = evals["patient_journeys.expectations"]
@@ -131,13 +126,7 @@ def test_broken_reference_blocks_downstream_in_the_same_run(
     journeys = generated.table("patient_journeys")
     journeys.loc[journeys.index[:2], "hcp_id"] = "HCP99999999"  # well-formed, but no such HCP
     write_landing(e2i_home, "patient_journeys", journeys)
-    defs = definitions(settings, [journey_consumer])
-    result = run(
-        defs,
-        instance,
-        selection=table_selection("patient_journeys")
-        | dg.AssetSelection.assets("journey_consumer"),
-    )
+    defs, result = run_journeys_and_consumer(settings, instance)
     evals = evaluations(result)
     assert evals["raw_patient_journeys.schema"].passed
     assert evals["patient_journeys.expectations"].passed
@@ -163,13 +152,7 @@ def test_warn_only_expectation_failure_does_not_block_and_is_visible(
     (config_copy / "quality.yaml").write_text(yaml.safe_dump(quality))
     from e2i_platform.settings import load_settings
 
-    defs = definitions(load_settings(), [journey_consumer])
-    result = run(
-        defs,
-        instance,
-        selection=table_selection("patient_journeys")
-        | dg.AssetSelection.assets("journey_consumer"),
-    )
+    defs, result = run_journeys_and_consumer(load_settings(), instance)
     assert result.success, failed_steps(result)
     ge = evaluations(result)["patient_journeys.expectations"]
     assert ge.passed is False and ge.severity == dg.AssetCheckSeverity.WARN
