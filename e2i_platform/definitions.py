@@ -14,6 +14,8 @@ from e2i_platform.settings import Settings, load_settings
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
+    from e2i_platform.features.assets import feature_assets
+    from e2i_platform.features.checks import freshness_check
     from e2i_platform.ingest.assets import raw_assets
     from e2i_platform.ingest.checks import schema_checks
     from e2i_platform.ingest.sources import SourceResource
@@ -21,17 +23,25 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.quality.assets import validated_assets
     from e2i_platform.quality.checks import quality_checks
     from e2i_platform.resources import ConfigResource, WarehouseIOManager
+    from e2i_platform.resources.feast import FeastResource
 
     home = str(settings.home)
     gen = settings.platform.generator
     return dg.Definitions(
-        assets=[*raw_assets(), *validated_assets()],
-        asset_checks=[*schema_checks(), *quality_checks()],
+        assets=[*raw_assets(), *validated_assets(), *feature_assets()],
+        asset_checks=[*schema_checks(), *quality_checks(), freshness_check],
         jobs=[main_job()],
         schedules=[ingest_schedule(settings.platform.ingest_schedule)],
         resources={
             "warehouse": WarehouseIOManager(home=home),
             "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),
+            "feast": FeastResource(
+                home=home,
+                project=settings.platform.feature_store.project,
+                online_store=settings.online_store,
+                # An EnvVar keeps a password in REDIS_URL out of the UI and run config.
+                redis_url=dg.EnvVar("REDIS_URL") if settings.online_store == "redis" else None,
+            ),
             "source": SourceResource(
                 landing_dir=str(settings.home / "landing"),
                 seed=gen.seed,

@@ -205,6 +205,7 @@ class Table:
     columns: tuple[Column, ...]
     primary_key: str
     event_time: str  # the column recency and freshness are measured on
+    loaded_at: str | None = None  # when rows reached the platform, if the source says
     natural_key: tuple[str, ...] = ()
     foreign_keys: tuple[ForeignKey, ...] = ()
     rules: tuple[RowRule, ...] = ()
@@ -266,6 +267,7 @@ PATIENT_JOURNEYS = Table(
     description="One row per patient treatment journey with a brand.",
     primary_key="patient_journey_id",
     event_time="source_timestamp",
+    loaded_at="ingestion_timestamp",
     natural_key=("patient_id", "brand", "journey_start_date"),
     foreign_keys=(ForeignKey("hcp_id", "hcp_profiles", "hcp_id"),),
     rules=(
@@ -471,6 +473,7 @@ def _check_integrity() -> None:
         if len(set(names)) != len(names):
             raise ValueError(f"{t.name}: duplicate column names")
         referenced = {t.primary_key, t.event_time, *t.natural_key}
+        referenced |= {t.loaded_at} if t.loaded_at else set()
         referenced |= {fk.column for fk in t.foreign_keys}
         referenced |= {c for r in t.rules for c in r.columns}
         if missing := referenced - set(names):

@@ -164,7 +164,9 @@ class Generator:
         practice = np.where(
             lat["academic"], "academic", rng.choice(("community", "hospital", "private"), n)
         )
-        updated = self.anchor - (rng.exponential(12.0, n) * 3600).astype(np.int64) * SECOND
+        # Profiles are revised now and then: most last changed weeks or months ago.
+        age_days = np.minimum(rng.exponential(120.0, n), self.spec.history_days)
+        updated = self.anchor - (age_days * 86400).astype(np.int64) * SECOND
         return pd.DataFrame(
             {
                 "hcp_id": _ids("HCP", np.arange(1, n + 1), 8),
@@ -268,7 +270,9 @@ class Generator:
         lag = (rng.exponential(4.0, n) * 3600).astype(np.int64) * SECOND
         source = np.minimum(last_event + lag, self.anchor - 60 * SECOND)
         ingest_lag = (rng.uniform(60, 6 * 3600, n)).astype(np.int64) * SECOND
-        ingestion = np.minimum(source + ingest_lag, self.anchor)
+        # Rows changed in the last week arrive with the extract at the anchor (the run).
+        recent = source > self.anchor - 7 * DAY
+        ingestion = np.where(recent, self.anchor, np.minimum(source + ingest_lag, self.anchor))
         active_status = rng.choice(("active", "stable", "transitioning"), n, p=[0.5, 0.35, 0.15])
         status = np.where(j["discontinued"], "completed", active_status)
         stage_active = rng.choice(

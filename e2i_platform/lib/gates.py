@@ -15,6 +15,7 @@ asset body, so the guard covers every entry point.
 """
 
 import functools
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -123,14 +124,28 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
     asset_kwargs.setdefault("automation_condition", gated_automation())
 
     def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
-        @functools.wraps(fn)
-        def guarded(context: dg.AssetExecutionContext, *args: Any, **kwargs: Any) -> Any:
+        signature = inspect.signature(fn)
+        params = list(signature.parameters.values())
+        takes_context = bool(params) and params[0].name == "context"
+
+        def guarded(context: dg.AssetExecutionContext, **kwargs: Any) -> Any:
             verdicts = require_upstream_gates(context)
             context.add_output_metadata(
                 {"upstream_gates": dg.MetadataValue.json({v.label: v.reason for v in verdicts})}
             )
-            return fn(context, *args, **kwargs)
+            return fn(context, **kwargs) if takes_context else fn(**kwargs)
 
+        functools.update_wrapper(guarded, fn)
+        # Dagster reads the parameters (inputs, resources, config) from the signature: show
+        # the asset's own, with the context the guard needs in front.
+        if not takes_context:
+            context_param = inspect.Parameter(
+                "context",
+                inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                annotation=dg.AssetExecutionContext,
+            )
+            signature = signature.replace(parameters=[context_param, *params])
+        guarded.__signature__ = signature  # type: ignore[attr-defined]
         return dg.asset(**asset_kwargs)(guarded)
 
     return decorate

@@ -16,7 +16,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from e2i_platform.settings.models import CONFIG_FILES, PlatformSettings, QualitySettings
+from e2i_platform.settings.models import (
+    CONFIG_FILES,
+    FeastMaterializationSettings,
+    PlatformSettings,
+    QualitySettings,
+)
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -157,11 +162,20 @@ class Settings:
     config_dir: Path
     platform: PlatformSettings
     quality: QualitySettings
+    feast: FeastMaterializationSettings
 
     @property
     def home(self) -> Path:
         home = Path(self.platform.home).expanduser()
         return home if home.is_absolute() else (REPO_ROOT / home).resolve()
+
+    @property
+    def online_store(self) -> str:
+        """sqlite or redis: `auto` picks Redis when REDIS_URL is set."""
+        chosen = self.platform.feature_store.online_store
+        if chosen == "auto":
+            return "redis" if os.environ.get("REDIS_URL") else "sqlite"
+        return chosen
 
 
 def load_settings(directory: Path | None = None, env: str | None = None) -> Settings:
@@ -172,4 +186,5 @@ def load_settings(directory: Path | None = None, env: str | None = None) -> Sett
         config_dir=directory,
         platform=load("platform", directory, env),  # type: ignore[arg-type]
         quality=load("quality", directory, env),  # type: ignore[arg-type]
+        feast=load("feast_materialization", directory, env),  # type: ignore[arg-type]
     )

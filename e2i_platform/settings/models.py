@@ -43,11 +43,18 @@ class InstanceSettings(Strict):
     storage: Literal["sqlite", "postgres"] = "sqlite"
 
 
+class FeatureStoreSettings(Strict):
+    project: str = Field("e2i", pattern=r"^[a-z][a-z0-9_]*$")
+    # auto: Redis when REDIS_URL is set, else SQLite.
+    online_store: Literal["auto", "sqlite", "redis"] = "auto"
+
+
 class PlatformSettings(Strict):
     home: str
     executor: ExecutorSettings = ExecutorSettings()
     generator: GeneratorSettings
     instance: InstanceSettings = InstanceSettings()
+    feature_store: FeatureStoreSettings = FeatureStoreSettings()
     ingest_schedule: str = "0 5 * * *"
 
 
@@ -139,7 +146,47 @@ class QualitySettings(Strict):
         return self
 
 
+# --- config/feast_materialization.yaml ---------------------------------------------
+
+
+class FreshnessLimits(Strict):
+    max_age_hours: float = Field(gt=0)
+    warning_hours: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if self.warning_hours >= self.max_age_hours:
+            raise ValueError(
+                f"warning_hours ({self.warning_hours}) must be below max_age_hours "
+                f"({self.max_age_hours})"
+            )
+        return self
+
+
+class FeastMaterializationSettings(Strict):
+    freshness: FreshnessLimits = FreshnessLimits(max_age_hours=2, warning_hours=1)
+    views: dict[str, FreshnessLimits] = {}
+    sample_size: int = Field(200, ge=1, le=100_000)
+    snapshot_weeks: int = Field(26, ge=1, le=520)
+    incremental_interval_hours: int = Field(1, ge=1, le=24)
+    full_refresh_interval_hours: int = Field(24, ge=1, le=24 * 7)
+    sensor_interval_seconds: int = Field(300, ge=30)
+    max_clock_skew_minutes: float = Field(5, ge=0)
+
+    @model_validator(mode="after")
+    def _known_views(self):
+        from e2i_platform.features.specs import VIEWS
+
+        if unknown := sorted(set(self.views) - set(VIEWS)):
+            raise ValueError(f"views.{unknown[0]}: not a feature view (known: {sorted(VIEWS)})")
+        return self
+
+    def limits(self, view: str) -> FreshnessLimits:
+        return self.views.get(view, self.freshness)
+
+
 CONFIG_FILES: dict[str, type[Strict]] = {
     "platform": PlatformSettings,
     "quality": QualitySettings,
+    "feast_materialization": FeastMaterializationSettings,
 }

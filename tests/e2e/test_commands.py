@@ -53,9 +53,17 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated)
     assert "FAIL (ERROR) raw_patient_journeys.schema" in main.stdout
     assert "PASS         raw_hcp_profiles.schema" in main.stdout
     assert "Open the UI: make dev" in main.stdout
-    assert "Not materialized (1; a gate or a failed step stopped them): patient_journeys" in (
-        main.stdout
-    )
+    (blocked_line,) = [ln for ln in main.stdout.splitlines() if ln.startswith("Not materialized")]
+    blocked = set(blocked_line.split(": ", 1)[1].split(", "))
+    # The failed gate stops the validated table and everything that depends on it.
+    assert blocked == {
+        "patient_journeys",
+        "patient_features",
+        "hcp_features",
+        "trigger_features",
+        "feature_registry",
+        "online_features",
+    }
     assert (e2i_home / "dagster" / "dagster.yaml").exists()
 
     refused = _materialize(e2i_home, "patient_journeys")

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from e2i_platform.contract import INPUT_TABLES
+from e2i_platform.features.specs import VIEWS
 from e2i_platform.lib.gates import gated_asset
 
 from support import (
@@ -36,10 +37,12 @@ def test_valid_generated_data_pass_every_gate_for_every_table(settings, instance
         f"{t}.expectations" for t in INPUT_TABLES
     }
     expected |= {"patient_journeys.references_resolve", "treatment_events.references_resolve"}
+    expected |= {"online_features.freshness"}
     assert set(evals) == expected
     assert all(e.passed for e in evals.values()), {k: e.description for k, e in evals.items()}
+    features = {*VIEWS, "feature_registry", "online_features"}
     assert materialized(result) == (
-        {f"raw_{t}" for t in INPUT_TABLES} | set(INPUT_TABLES) | {"journey_consumer"}
+        {f"raw_{t}" for t in INPUT_TABLES} | set(INPUT_TABLES) | features | {"journey_consumer"}
     )
     # Raw metadata says where the data came from.
     raw = instance.get_latest_materialization_event(dg.AssetKey("raw_hcp_profiles"))

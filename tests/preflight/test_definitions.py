@@ -64,6 +64,17 @@ def test_asset_graph_matches_the_spec(e2i_home):
     assert groups == {
         **{f"raw_{t}": "ingest" for t in INPUT_TABLES},
         **{t: "quality" for t in INPUT_TABLES},
+        **dict.fromkeys(
+            [
+                "patient_features",
+                "hcp_features",
+                "trigger_features",
+                "market_features",
+                "feature_registry",
+                "online_features",
+            ],
+            "features",
+        ),
     }
     checks = {
         (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
@@ -75,7 +86,25 @@ def test_asset_graph_matches_the_spec(e2i_home):
         ("patient_journeys", "references_resolve"),
         ("treatment_events", "references_resolve"),
     }
+    expected |= {("online_features", "freshness")}
     assert checks == dict.fromkeys(expected, True)
+    parents = {
+        "patient_features": {"patient_journeys", "treatment_events"},
+        "hcp_features": {"hcp_profiles", "patient_journeys", "treatment_events"},
+        "trigger_features": {"triggers", "patient_journeys"},
+        "market_features": {"business_metrics"},
+        "feature_registry": {
+            "patient_features",
+            "hcp_features",
+            "trigger_features",
+            "market_features",
+        },
+        "online_features": {"feature_registry"},
+    }
+    for asset, expected_parents in parents.items():
+        node = graph.get(dg.AssetKey(asset))
+        assert {k.to_user_string() for k in node.parent_keys} == expected_parents, asset
+        assert node.description and node.automation_condition is not None
     for t in INPUT_TABLES:
         assert graph.get(dg.AssetKey(t)).parent_keys == {dg.AssetKey(f"raw_{t}")}
         assert graph.get(dg.AssetKey(t)).automation_condition is not None

@@ -1,0 +1,250 @@
+"""Feature assets: offline feature tables, the Feast registry, the online store."""
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+
+from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
+from e2i_platform.lib.gates import gated_asset
+from e2i_platform.resources.config import ConfigResource
+from e2i_platform.resources.feast import FeastResource
+
+FEATURE_ASSET = {
+    "group_name": "features",
+    "kinds": {"pandas", "parquet"},
+    "io_manager_key": "warehouse",
+}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _snapshots(e2i_config: ConfigResource, **tables):
+    from e2i_platform.features.compute import snapshot_plan
+
+    weeks = e2i_config.settings().feast.snapshot_weeks
+    return snapshot_plan(tables, weeks)
+
+
+def _output(df, view: str, as_of) -> dg.Output:
+    keys = list(VIEWS[view].join_keys)
+    return dg.Output(
+        df,
+        metadata={
+            "as_of": dg.MetadataValue.text(str(as_of)),
+            "snapshots": dg.MetadataValue.int(int(df[EVENT_TIMESTAMP].nunique())),
+            "entities_in_newest_snapshot": dg.MetadataValue.int(
+                int(
+                    df.loc[df[EVENT_TIMESTAMP] == df[EVENT_TIMESTAMP].max(), keys]
+                    .drop_duplicates()
+                    .shape[0]
+                )
+                if len(df)
+                else 0
+            ),
+        },
+    )
+
+
+@gated_asset(**FEATURE_ASSET)
+def patient_features(patient_journeys, treatment_events, e2i_config: ConfigResource):
+    """Patient activity and clinical profile at weekly snapshots up to the data's as-of time:
+    event counts and costs, adverse-event rate, days since the last event and on therapy,
+    engagement, severity, payer and age band of the latest journey. Only events and journeys
+    known at each snapshot; never journey status, end date or the discontinuation flag.
+    Offline source of the Feast view `patient_features`."""
+    from e2i_platform.features.compute import patient_features as compute
+
+    as_of, snaps = _snapshots(
+        e2i_config, patient_journeys=patient_journeys, treatment_events=treatment_events
+    )
+    return _output(
+        compute(patient_journeys, treatment_events, snaps, _now()), "patient_features", as_of
+    )
+
+
+@gated_asset(**FEATURE_ASSET)
+def hcp_features(hcp_profiles, patient_journeys, treatment_events, e2i_config: ConfigResource):
+    """HCP profile (as known at each snapshot, by `updated_at`) and the recent outcomes of the
+    HCP's patients: patients treated, adverse-event share of their last 180 days of events.
+    Offline source of the Feast view `hcp_features`."""
+    from e2i_platform.features.compute import hcp_features as compute
+
+    as_of, snaps = _snapshots(
+        e2i_config,
+        hcp_profiles=hcp_profiles,
+        patient_journeys=patient_journeys,
+        treatment_events=treatment_events,
+    )
+    return _output(
+        compute(hcp_profiles, patient_journeys, treatment_events, snaps, _now()),
+        "hcp_features",
+        as_of,
+    )
+
+
+@gated_asset(**FEATURE_ASSET)
+def trigger_features(triggers, patient_journeys, e2i_config: ConfigResource):
+    """Next-best-action triggers per patient at weekly snapshots: counts over 30 days,
+    critical ones, acceptance rate and mean confidence over 90 days (zero when none).
+    Offline source of the Feast view `trigger_features`."""
+    from e2i_platform.features.compute import trigger_features as compute
+
+    as_of, snaps = _snapshots(e2i_config, triggers=triggers, patient_journeys=patient_journeys)
+    return _output(compute(triggers, patient_journeys, snaps, _now()), "trigger_features", as_of)
+
+
+@gated_asset(**FEATURE_ASSET)
+def market_features(business_metrics, e2i_config: ConfigResource):
+    """Brand KPIs by brand and region over the 30 days before each snapshot: mean
+    achievement, mean market share, net sales. Offline source of the Feast view
+    `market_features` (daily data: its freshness limits are relaxed in config)."""
+    from e2i_platform.features.compute import market_features as compute
+
+    as_of, snaps = _snapshots(e2i_config, business_metrics=business_metrics)
+    return _output(compute(business_metrics, snaps, _now()), "market_features", as_of)
+
+
+def registry_fingerprint(store) -> str:
+    """Hash of every applied object's spec (stable across re-applies of the same repo)."""
+    project = store.project
+    registry = store.registry
+    specs = []
+    for kind, objects in (
+        ("entity", registry.list_entities(project)),
+        ("feature_view", registry.list_feature_views(project)),
+        ("feature_service", registry.list_feature_services(project)),
+    ):
+        for obj in objects:
+            specs.append(
+                (kind, obj.name, obj.to_proto().spec.SerializeToString(deterministic=True))
+            )
+    digest = hashlib.sha256()
+    for kind, name, blob in sorted(specs):
+        digest.update(kind.encode() + b"\0" + name.encode() + b"\0" + blob)
+    return digest.hexdigest()
+
+
+@gated_asset(group_name="features", kinds={"feast"}, deps=list(VIEWS))
+def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
+    """`feast apply` of the repository in `feature_repo/`: entities (patient, hcp, brand,
+    region), the four feature views over the offline Parquet, and the feature service
+    `discontinuation_model_v1`. Its data version is a hash of the applied specs."""
+    from e2i_platform.features.repo_objects import build_objects
+
+    store = feast.store()
+    objects = build_objects(feast.offline_dir)
+    store.apply(objects)
+    store.refresh_registry()
+    fingerprint = registry_fingerprint(store)
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(fingerprint[:16]),
+        metadata={
+            "registry_hash": dg.MetadataValue.text(fingerprint),
+            "objects": dg.MetadataValue.json(
+                sorted(f"{type(o).__name__}:{o.name}" for o in objects)
+            ),
+            "store": dg.MetadataValue.json(feast.describe()),
+        },
+    )
+
+
+class MaterializationConfig(dg.Config):
+    """incremental: from each view's last window end (everything the first time);
+    full: all offline data; window: exactly [start, end] (ISO timestamps, UTC)."""
+
+    mode: str = "incremental"
+    start: str | None = None
+    end: str | None = None
+
+
+def _utc(text: str, field: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise dg.Failure(f"online_features: {field}={text!r} is not an ISO timestamp") from None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def plan_windows(
+    config: MaterializationConfig, store, offline_dir, now: datetime, skew: timedelta
+) -> dict:
+    from e2i_platform.features.materialize import MODES, Window, read_offline
+
+    if config.mode not in MODES:
+        raise dg.Failure(f"online_features: mode {config.mode!r} is not one of {MODES}")
+    if config.mode == "window":
+        if not (config.start and config.end):
+            raise dg.Failure("online_features: mode 'window' needs both start and end")
+        start, end = _utc(config.start, "start"), _utc(config.end, "end")
+        if end > now + skew:
+            raise dg.Failure(
+                f"online_features: window end {end.isoformat()} is in the future "
+                f"(now {now.isoformat()}, allowed clock skew {skew})"
+            )
+        if start >= end:
+            raise dg.Failure(f"online_features: window start {start} is not before end {end}")
+        return {view: Window(start, end) for view in VIEWS}
+    windows = {}
+    for view in VIEWS:
+        earliest = read_offline(offline_dir, view)[EVENT_TIMESTAMP].min().to_pydatetime()
+        start = earliest
+        if config.mode == "incremental":
+            last = store.get_feature_view(view).most_recent_end_time
+            if last is not None:
+                start = last if last.tzinfo else last.replace(tzinfo=UTC)
+        windows[view] = Window(min(start, now), now)
+    return windows
+
+
+@gated_asset(group_name="features", kinds={"feast"}, deps=["feature_registry"])
+def online_features(
+    context: dg.AssetExecutionContext,
+    config: MaterializationConfig,
+    feast: FeastResource,
+    e2i_config: ConfigResource,
+) -> dg.MaterializeResult:
+    """Feature values in the online store (SQLite by default, Redis with REDIS_URL or in
+    prod), written from the offline tables over explicit, recorded windows. Never replaces
+    a newer online value with an older one. Gated by `freshness`, measured on the registry,
+    the offline source and the values actually served."""
+    from e2i_platform.features.materialize import materialize_view
+
+    settings = e2i_config.settings().feast
+    store = feast.store()
+    now = datetime.now(UTC)
+    windows = plan_windows(
+        config, store, feast.offline_dir, now, timedelta(minutes=settings.max_clock_skew_minutes)
+    )
+    results = [
+        materialize_view(store, feast.offline_dir, view, window) for view, window in windows.items()
+    ]
+    for r in results:
+        context.log.info(
+            f"{r.view}: {r.entities_written} entities written for "
+            f"[{r.start}, {r.end}] ({r.skipped_not_newer} kept: not newer)"
+        )
+    return dg.MaterializeResult(
+        metadata={
+            "mode": dg.MetadataValue.text(config.mode),
+            "windows": dg.MetadataValue.json(
+                {r.view: {"start": r.start, "end": r.end} for r in results}
+            ),
+            "per_view": dg.MetadataValue.json([r.as_dict() for r in results]),
+            "entities_written": dg.MetadataValue.int(sum(r.entities_written for r in results)),
+            "store": dg.MetadataValue.json(feast.describe()),
+        }
+    )
+
+
+def feature_assets() -> list[dg.AssetsDefinition]:
+    return [
+        patient_features,
+        hcp_features,
+        trigger_features,
+        market_features,
+        feature_registry,
+        online_features,
+    ]

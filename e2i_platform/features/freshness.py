@@ -1,0 +1,152 @@
+"""Feature freshness measured on three clocks, per view.
+
+- registry coverage: the end of the latest materialized window (registry refreshed);
+- source freshness: the newest event time in the offline Parquet;
+- serving freshness: event times actually stored online, on a sample of entities
+  from the newest offline snapshot (p50 and max age, missing count).
+
+Status: fresh / warning / stale / unknown. A view that was never materialized, a
+store that cannot be read, or a sample found nowhere online is *unknown*, which
+is never reported as fresh.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import pandas as pd
+
+from e2i_platform.features.materialize import online_timestamps
+from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
+
+HOUR = pd.Timedelta(hours=1)
+RANK = {"fresh": 0, "warning": 1, "stale": 2, "unknown": 3}
+
+
+@dataclass(frozen=True)
+class ViewFreshness:
+    view: str
+    status: str
+    reason: str
+    max_age_hours: float
+    warning_hours: float
+    coverage_end: str | None = None
+    coverage_age_hours: float | None = None
+    source_newest: str | None = None
+    source_age_hours: float | None = None
+    serving_p50_age_hours: float | None = None
+    serving_max_age_hours: float | None = None
+    sampled: int = 0
+    missing: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _hours(delta: pd.Timedelta) -> float:
+    return round(delta / HOUR, 4)
+
+
+def _status(age_hours: float, warning: float, max_age: float) -> str:
+    if age_hours > max_age:
+        return "stale"
+    if age_hours > warning:
+        return "warning"
+    return "fresh"
+
+
+def sample_entities(offline: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
+    """Entities of the newest offline snapshot, a deterministic sample of `size`."""
+    newest = offline[offline[EVENT_TIMESTAMP] == offline[EVENT_TIMESTAMP].max()]
+    keys = list(VIEWS[view].join_keys)
+    entities = newest[keys].drop_duplicates().sort_values(keys)
+    if len(entities) > size:
+        entities = entities.sample(n=size, random_state=0)
+    return entities.reset_index(drop=True)
+
+
+def view_freshness(
+    store,
+    offline_dir,
+    view: str,
+    now: datetime,
+    max_age_hours: float,
+    warning_hours: float,
+    sample_size: int,
+) -> ViewFreshness:
+    now_ts = pd.Timestamp(now)
+    limits = {"max_age_hours": max_age_hours, "warning_hours": warning_hours}
+    measured: dict = {}
+
+    path = offline_dir / f"{view}.parquet"
+    offline = (
+        pd.read_parquet(path, columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP])
+        if (path.exists())
+        else None
+    )
+    if offline is not None and len(offline):
+        newest = offline[EVENT_TIMESTAMP].max()
+        measured.update(source_newest=newest.isoformat(), source_age_hours=_hours(now_ts - newest))
+
+    try:
+        feature_view = store.get_feature_view(view)
+    except Exception as exc:  # not applied, or the registry cannot be read
+        return ViewFreshness(
+            view, "unknown", f"registry: {type(exc).__name__}: {exc}", **limits, **measured
+        )
+    coverage = feature_view.most_recent_end_time
+    if coverage is None:
+        return ViewFreshness(view, "unknown", "never materialized", **limits, **measured)
+    coverage = pd.Timestamp(coverage)
+    coverage = coverage.tz_localize("UTC") if coverage.tzinfo is None else coverage
+    measured.update(coverage_end=coverage.isoformat(), coverage_age_hours=_hours(now_ts - coverage))
+    if offline is None or not len(offline):
+        return ViewFreshness(view, "unknown", f"no offline data at {path}", **limits, **measured)
+
+    sample = sample_entities(offline, view, sample_size)
+    try:
+        stored = online_timestamps(store, view, sample)
+    except Exception as exc:  # the online store cannot be reached or read
+        return ViewFreshness(
+            view,
+            "unknown",
+            f"online store: {type(exc).__name__}: {exc}",
+            **limits,
+            **measured,
+            sampled=len(sample),
+        )
+    present = stored.dropna()
+    measured.update(sampled=len(sample), missing=int(stored.isna().sum()))
+    if present.empty:
+        return ViewFreshness(
+            view, "unknown", "no sampled entity is in the online store", **limits, **measured
+        )
+    ages = (now_ts - present) / HOUR
+    measured.update(
+        serving_p50_age_hours=round(float(ages.median()), 4),
+        serving_max_age_hours=round(float(ages.max()), 4),
+    )
+
+    worst = max(measured["serving_max_age_hours"], measured["coverage_age_hours"])
+    status = _status(worst, warning_hours, max_age_hours)
+    reason = f"oldest clock {worst:.2f} h (warning > {warning_hours} h, stale > {max_age_hours} h)"
+    if measured["missing"] and status == "fresh":
+        status = "warning"
+        reason = f"{measured['missing']} of {len(sample)} sampled entities missing online"
+    return ViewFreshness(view, status, reason, **limits, **measured)
+
+
+def overall(results: list[ViewFreshness]) -> str:
+    return max((r.status for r in results), key=RANK.__getitem__, default="unknown")
+
+
+def fresh_until(results: list[ViewFreshness], now: datetime) -> float | None:
+    """Epoch seconds at which the first view turns stale, if nothing is refreshed."""
+    horizons = []
+    for r in results:
+        if r.status == "unknown":
+            return None
+        ages = [a for a in (r.coverage_age_hours, r.serving_max_age_hours) if a is not None]
+        horizons.append(pd.Timestamp(now) + (r.max_age_hours - max(ages)) * HOUR)
+    return min(horizons).timestamp() if horizons else None
