@@ -19,6 +19,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.ingest.assets import raw_assets
     from e2i_platform.ingest.checks import schema_checks
     from e2i_platform.ingest.sources import SourceResource
+    from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
     from e2i_platform.quality.assets import validated_assets
     from e2i_platform.quality.checks import quality_checks
@@ -30,8 +31,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     return dg.Definitions(
         assets=[*raw_assets(), *validated_assets(), *feature_assets()],
         asset_checks=[*schema_checks(), *quality_checks(), freshness_check],
-        jobs=[main_job()],
-        schedules=[ingest_schedule(settings.platform.ingest_schedule)],
+        jobs=[main_job(), refresh_job()],
+        schedules=[
+            ingest_schedule(settings.platform.ingest_schedule),
+            *refresh_schedules(
+                settings.feast.incremental_interval_hours,
+                settings.feast.full_refresh_interval_hours,
+            ),
+        ],
+        sensors=[freshness_sensor(settings.feast.sensor_interval_seconds)],
         resources={
             "warehouse": WarehouseIOManager(home=home),
             "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),

@@ -33,6 +33,7 @@ def run(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     selection=None,
+    run_config: dict | None = None,
 ) -> dg.ExecuteInProcessResult:
     """Materialize (a selection of) the definitions in process on `instance`."""
     graph_defs = [*defs.assets, *defs.asset_checks]
@@ -41,8 +42,19 @@ def run(
         resources=defs.resources,
         instance=instance,
         selection=selection,
+        run_config=run_config,
         raise_on_error=False,
     )
+
+
+def online_config(mode: str, start: str | None = None, end: str | None = None) -> dict:
+    config = {"mode": mode, **({"start": start} if start else {}), **({"end": end} if end else {})}
+    return {"ops": {"online_features": {"config": config}}}
+
+
+def latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
+    event = instance.get_latest_materialization_event(dg.AssetKey(asset))
+    return {k: getattr(v, "value", v) for k, v in event.asset_materialization.metadata.items()}
 
 
 def table_selection(table: str) -> dg.AssetSelection:

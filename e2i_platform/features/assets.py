@@ -107,6 +107,30 @@ def market_features(business_metrics, e2i_config: ConfigResource):
     return _output(compute(business_metrics, snaps, _now()), "market_features", as_of)
 
 
+_VOLATILE = frozenset({"created_timestamp", "last_updated_timestamp"})
+
+
+def _without_timestamps(message):
+    """A copy of a proto without the bookkeeping timestamps Feast stamps on every apply."""
+    from google.protobuf.message import Message
+
+    copy = type(message)()
+    copy.CopyFrom(message)
+    stack = [copy]
+    while stack:
+        msg = stack.pop()
+        for field, value in msg.ListFields():
+            if field.name in _VOLATILE and field.message_type is not None:
+                msg.ClearField(field.name)
+            elif field.message_type is not None:
+                if field.label == field.LABEL_REPEATED:
+                    values = value.values() if hasattr(value, "values") else value
+                    stack.extend(v for v in values if isinstance(v, Message))
+                else:
+                    stack.append(value)
+    return copy
+
+
 def registry_fingerprint(store) -> str:
     """Hash of every applied object's spec (stable across re-applies of the same repo)."""
     project = store.project
@@ -118,9 +142,8 @@ def registry_fingerprint(store) -> str:
         ("feature_service", registry.list_feature_services(project)),
     ):
         for obj in objects:
-            specs.append(
-                (kind, obj.name, obj.to_proto().spec.SerializeToString(deterministic=True))
-            )
+            spec = _without_timestamps(obj.to_proto().spec)
+            specs.append((kind, obj.name, spec.SerializeToString(deterministic=True)))
     digest = hashlib.sha256()
     for kind, name, blob in sorted(specs):
         digest.update(kind.encode() + b"\0" + name.encode() + b"\0" + blob)

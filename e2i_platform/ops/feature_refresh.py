@@ -1,0 +1,102 @@
+"""Keeping the online store fresh: the refresh job, its schedules and the freshness sensor."""
+
+import hashlib
+
+import dagster as dg
+
+from e2i_platform.resources.config import ConfigResource
+from e2i_platform.resources.feast import FeastResource
+
+REFRESH_JOB = "feature_refresh"
+IN_FLIGHT = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def refresh_run_config(mode: str) -> dict:
+    return {"ops": {"online_features": {"config": {"mode": mode}}}}
+
+
+def refresh_job():
+    return dg.define_asset_job(
+        REFRESH_JOB,
+        selection=dg.AssetSelection.assets("online_features"),
+        description="Materialize the online store (incremental by default) and check freshness.",
+        config=refresh_run_config("incremental"),
+    )
+
+
+def _every(hours: int, minute: int) -> str:
+    if hours % 24 == 0:
+        days = hours // 24
+        return f"{minute} 3 {'*' if days == 1 else f'*/{days}'} * *"
+    return f"{minute} */{hours} * * *"
+
+
+def refresh_schedules(incremental_hours: int, full_hours: int) -> list[dg.ScheduleDefinition]:
+    return [
+        dg.ScheduleDefinition(
+            name="feature_incremental_schedule",
+            job_name=REFRESH_JOB,
+            cron_schedule=_every(incremental_hours, 5),
+            execution_timezone="UTC",
+            run_config=refresh_run_config("incremental"),
+            description=f"Incremental materialization every {incremental_hours} h.",
+        ),
+        dg.ScheduleDefinition(
+            name="feature_full_refresh_schedule",
+            job_name=REFRESH_JOB,
+            cron_schedule=_every(full_hours, 35),
+            execution_timezone="UTC",
+            run_config=refresh_run_config("full"),
+            description=f"Full refresh of the online store every {full_hours} h.",
+        ),
+    ]
+
+
+def freshness_sensor(interval_seconds: int) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="feature_freshness_sensor",
+        job_name=REFRESH_JOB,
+        minimum_interval_seconds=interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=(
+            "Evaluates feature freshness (three clocks); when a view is stale or unknown it "
+            "requests one incremental materialization with the freshness check, unless such "
+            "a run is already queued or in flight."
+        ),
+    )
+    def feature_freshness_sensor(
+        context: dg.SensorEvaluationContext, feast: FeastResource, e2i_config: ConfigResource
+    ):
+        from e2i_platform.features.checks import evaluate_freshness
+
+        results = evaluate_freshness(feast, e2i_config.settings().feast)
+        stale = [r for r in results if r.status in ("stale", "unknown")]
+        if not stale:
+            return dg.SkipReason(
+                "no stale view: " + ", ".join(f"{r.view} {r.status}" for r in results)
+            )
+        running = context.instance.get_runs(
+            filters=dg.RunsFilter(job_name=REFRESH_JOB, statuses=IN_FLIGHT), limit=1
+        )
+        if running:
+            return dg.SkipReason(
+                f"{', '.join(r.view for r in stale)} stale, but refresh run {running[0].run_id} "
+                f"is {running[0].status.value}: not launching a duplicate"
+            )
+        # One request per stale state: the same views with the same coverage never launch twice.
+        state = "|".join(f"{r.view}:{r.status}:{r.coverage_end}" for r in stale)
+        return dg.RunRequest(
+            run_key=f"freshness-{hashlib.sha256(state.encode()).hexdigest()[:16]}",
+            run_config=refresh_run_config("incremental"),
+            tags={
+                "e2i/reason": "stale-features",
+                "e2i/stale_views": ",".join(r.view for r in stale),
+            },
+        )
+
+    return feature_freshness_sensor

@@ -1,0 +1,225 @@
+"""The feature store on SQLite, through real Dagster runs and a real Feast store:
+freshness on data of known age, the gate blocking downstream, the sensor, windows
+and the backfill guard, and the Feast CLI on the same repository."""
+
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from e2i_platform.features.materialize import online_timestamps, read_offline
+from e2i_platform.features.specs import VIEWS
+from e2i_platform.lib.gates import gated_asset
+from e2i_platform.settings import load_settings
+
+from support import (
+    definitions,
+    evaluations,
+    failed_steps,
+    latest_metadata,
+    materialized,
+    online_config,
+    run,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+FEATURE_CHAIN = dg.AssetSelection.assets("online_features").upstream() - dg.AssetSelection.assets(
+    "raw_causal_paths", "causal_paths", "raw_agent_activities", "agent_activities"
+)
+
+
+@gated_asset(name="feature_consumer", deps=["online_features"], group_name="test")
+def feature_consumer() -> int:
+    """Stands in for training: anything downstream of the online store."""
+    return 1
+
+
+def _anchor(monkeypatch, hours_ago: float) -> None:
+    anchor = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=hours_ago)
+    monkeypatch.setenv("E2I_ANCHOR", anchor.isoformat(timespec="seconds"))
+
+
+def _defs():
+    return definitions(load_settings(), [feature_consumer])
+
+
+def _freshness(result) -> dg.AssetCheckEvaluation:
+    return evaluations(result)["online_features.freshness"]
+
+
+def _sensor_result(defs, instance):
+    sensor = defs.get_sensor_def("feature_freshness_sensor")
+    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
+    return sensor.evaluate_tick(context)
+
+
+def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(
+    e2i_home, instance, monkeypatch
+):
+    _anchor(monkeypatch, hours_ago=3)  # events 3 h old, max age 2 h
+    defs = _defs()
+    result = run(
+        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
+    )
+    check = _freshness(result)
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    views = check.metadata["views"].data
+    assert views["patient_features"]["status"] == "stale"
+    assert 2.9 < views["patient_features"]["serving_max_age_hours"] < 3.2
+    assert 2.9 < views["patient_features"]["source_age_hours"] < 3.2
+    assert views["patient_features"]["coverage_age_hours"] < 0.1  # just materialized
+    assert views["patient_features"]["missing"] == 0
+    assert views["patient_features"]["sampled"] == min(200, views["patient_features"]["sampled"])
+    assert views["market_features"]["max_age_hours"] == 36  # the per-view override
+    assert "online_features" in materialized(result)
+    assert "feature_consumer" not in materialized(result)
+
+    tick = _sensor_result(defs, instance)
+    (request,) = tick.run_requests
+    assert request.run_config == online_config("incremental")
+    assert "patient_features" in request.tags["e2i/stale_views"]
+
+    # A refresh already in flight: no duplicate.
+    queued = instance.create_run_for_job(
+        defs.resolve_job_def("feature_refresh"),
+        run_config=online_config("incremental"),
+        status=dg.DagsterRunStatus.STARTED,
+    )
+    tick = _sensor_result(defs, instance)
+    assert not tick.run_requests
+    assert f"refresh run {queued.run_id} is STARTED" in tick.skip_message
+
+
+def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance, monkeypatch):
+    _anchor(monkeypatch, hours_ago=0.5)  # 30 min old
+    defs = _defs()
+    result = run(
+        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
+    )
+    check = _freshness(result)
+    assert check.passed is True, check.description
+    assert {v["status"] for v in check.metadata["views"].data.values()} == {"fresh"}
+    assert check.metadata["dagster/fresh_until_timestamp"].value > datetime.now(UTC).timestamp()
+    assert "feature_consumer" in materialized(result)
+    assert "no stale view" in _sensor_result(defs, instance).skip_message
+
+    feast = defs.resources["feast"]
+    store = feast.store()
+    offline = read_offline(feast.offline_dir, "patient_features")
+    entities = offline[["patient_id"]].drop_duplicates().head(50)
+    before = online_timestamps(store, "patient_features", entities)
+    newest = offline["event_timestamp"].max()
+    assert (before == newest).all()
+
+    # Backfill an old window: every entity has a newer value online, nothing is replaced.
+    old_end = newest - pd.Timedelta(days=60)
+    backfill = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("online_features"),
+        run_config=online_config(
+            "window", offline["event_timestamp"].min().isoformat(), old_end.isoformat()
+        ),
+    )
+    assert backfill.success, failed_steps(backfill)
+    per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
+    patient = per_view["patient_features"]
+    assert patient["end"] == old_end.isoformat()
+    assert patient["entities_in_window"] > 0
+    assert patient["entities_written"] == 0
+    assert patient["skipped_not_newer"] == patient["entities_in_window"]
+    after = online_timestamps(store, "patient_features", entities)
+    pd.testing.assert_series_equal(before, after)
+    # Coverage keeps the newest window end: a backfill does not move it back.
+    store.refresh_registry()
+    coverage = store.get_feature_view("patient_features").most_recent_end_time
+    assert pd.Timestamp(coverage) > pd.Timestamp(old_end)
+
+    # Control: Feast's own SQLite materialization of that window does go backwards.
+    store.materialize(
+        start_date=offline["event_timestamp"].min().to_pydatetime(),
+        end_date=old_end.to_pydatetime(),
+        feature_views=["patient_features"],
+    )
+    regressed = online_timestamps(store, "patient_features", entities)
+    assert (regressed < before).any()
+
+
+def test_never_materialized_is_unknown_and_blocks(e2i_home, instance, monkeypatch):
+    _anchor(monkeypatch, hours_ago=0.25)
+    defs = _defs()
+    upto_registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
+    assert run(defs, instance, selection=upto_registry).success
+    only_check = run(
+        defs, instance, selection=dg.AssetSelection.checks_for_assets("online_features")
+    )
+    check = _freshness(only_check)
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    views = check.metadata["views"].data
+    assert {v["status"] for v in views.values()} == {"unknown"}
+    assert {v["reason"] for v in views.values()} == {"never materialized"}
+    assert "dagster/fresh_until_timestamp" not in check.metadata
+
+
+def test_window_ending_in_the_future_is_refused(e2i_home, instance, monkeypatch):
+    _anchor(monkeypatch, hours_ago=0.25)
+    defs = _defs()
+    assert run(defs, instance, selection=FEATURE_CHAIN).success
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
+    result = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("online_features"),
+        run_config=online_config("window", "2026-01-01T00:00:00", future),
+    )
+    assert not result.success
+    assert "is in the future" in failed_steps(result)["online_features"]
+
+
+def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch):
+    _anchor(monkeypatch, hours_ago=0.25)
+    defs = _defs()
+    registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
+    assert run(defs, instance, selection=registry).success
+    env = {**os.environ, "E2I_HOME": str(e2i_home), "E2I_FEAST_PROJECT": "e2i"}
+    feast = str(Path(sys.executable).parent / "feast")
+    listed = subprocess.run(
+        [feast, "-c", "feature_repo", "feature-views", "list"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert listed.returncode == 0, listed.stderr
+    for view in VIEWS:
+        assert view in listed.stdout
+    plan = subprocess.run(
+        [feast, "-c", "feature_repo", "plan"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert plan.returncode == 0, plan.stderr
+    # The repository the CLI parses is the one the asset applied: no object changes.
+    assert "Created feature view" not in plan.stdout
+    assert "Updated feature view" not in plan.stdout
+
+
+@pytest.mark.parametrize("hours_ago", [0.25])
+def test_registry_hash_is_stable_across_reapply(e2i_home, instance, monkeypatch, hours_ago):
+    _anchor(monkeypatch, hours_ago=hours_ago)
+    defs = _defs()
+    registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
+    assert run(defs, instance, selection=registry).success
+    first = latest_metadata(instance, "feature_registry")["registry_hash"]
+    again = run(defs, instance, selection=dg.AssetSelection.assets("feature_registry"))
+    assert again.success
+    assert latest_metadata(instance, "feature_registry")["registry_hash"] == first
