@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -85,3 +86,21 @@ def failed_steps(result: dg.ExecuteInProcessResult) -> dict[str, str]:
         for e in result.all_events
         if e.is_step_failure
     }
+
+
+# Everything the online store depends on (the tables no feature reads are left out).
+FEATURE_CHAIN = dg.AssetSelection.assets("online_features").upstream() - dg.AssetSelection.assets(
+    "raw_causal_paths", "causal_paths", "raw_agent_activities", "agent_activities"
+)
+
+
+def anchor_hours_ago(monkeypatch, hours_ago: float) -> None:
+    """Generated timelines end `hours_ago` hours before now: data of a known age."""
+    anchor = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=hours_ago)
+    monkeypatch.setenv("E2I_ANCHOR", anchor.isoformat(timespec="seconds"))
+
+
+def feast_resource(defs: dg.Definitions):
+    """The definitions' FeastResource with its EnvVar fields resolved, as in a run."""
+    with dg.build_resources({"feast": defs.resources["feast"]}) as resources:
+        return resources.feast

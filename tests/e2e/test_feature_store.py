@@ -18,9 +18,12 @@ from e2i_platform.lib.gates import gated_asset
 from e2i_platform.settings import load_settings
 
 from support import (
+    FEATURE_CHAIN,
+    anchor_hours_ago,
     definitions,
     evaluations,
     failed_steps,
+    feast_resource,
     latest_metadata,
     materialized,
     online_config,
@@ -28,20 +31,12 @@ from support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-FEATURE_CHAIN = dg.AssetSelection.assets("online_features").upstream() - dg.AssetSelection.assets(
-    "raw_causal_paths", "causal_paths", "raw_agent_activities", "agent_activities"
-)
 
 
 @gated_asset(name="feature_consumer", deps=["online_features"], group_name="test")
 def feature_consumer() -> int:
     """Stands in for training: anything downstream of the online store."""
     return 1
-
-
-def _anchor(monkeypatch, hours_ago: float) -> None:
-    anchor = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=hours_ago)
-    monkeypatch.setenv("E2I_ANCHOR", anchor.isoformat(timespec="seconds"))
 
 
 def _defs():
@@ -61,7 +56,7 @@ def _sensor_result(defs, instance):
 def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(
     e2i_home, instance, monkeypatch
 ):
-    _anchor(monkeypatch, hours_ago=3)  # events 3 h old, max age 2 h
+    anchor_hours_ago(monkeypatch, hours_ago=3)  # events 3 h old, max age 2 h
     defs = _defs()
     result = run(
         defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
@@ -96,7 +91,7 @@ def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(
 
 
 def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance, monkeypatch):
-    _anchor(monkeypatch, hours_ago=0.5)  # 30 min old
+    anchor_hours_ago(monkeypatch, hours_ago=0.5)  # 30 min old
     defs = _defs()
     result = run(
         defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
@@ -108,7 +103,7 @@ def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance,
     assert "feature_consumer" in materialized(result)
     assert "no stale view" in _sensor_result(defs, instance).skip_message
 
-    feast = defs.resources["feast"]
+    feast = feast_resource(defs)
     store = feast.store()
     offline = read_offline(feast.offline_dir, "patient_features")
     entities = offline[["patient_id"]].drop_duplicates().head(50)
@@ -151,7 +146,7 @@ def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance,
 
 
 def test_never_materialized_is_unknown_and_blocks(e2i_home, instance, monkeypatch):
-    _anchor(monkeypatch, hours_ago=0.25)
+    anchor_hours_ago(monkeypatch, hours_ago=0.25)
     defs = _defs()
     upto_registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
     assert run(defs, instance, selection=upto_registry).success
@@ -167,7 +162,7 @@ def test_never_materialized_is_unknown_and_blocks(e2i_home, instance, monkeypatc
 
 
 def test_window_ending_in_the_future_is_refused(e2i_home, instance, monkeypatch):
-    _anchor(monkeypatch, hours_ago=0.25)
+    anchor_hours_ago(monkeypatch, hours_ago=0.25)
     defs = _defs()
     assert run(defs, instance, selection=FEATURE_CHAIN).success
     future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
@@ -182,7 +177,7 @@ def test_window_ending_in_the_future_is_refused(e2i_home, instance, monkeypatch)
 
 
 def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch):
-    _anchor(monkeypatch, hours_ago=0.25)
+    anchor_hours_ago(monkeypatch, hours_ago=0.25)
     defs = _defs()
     registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
     assert run(defs, instance, selection=registry).success
@@ -215,7 +210,7 @@ def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch):
 
 @pytest.mark.parametrize("hours_ago", [0.25])
 def test_registry_hash_is_stable_across_reapply(e2i_home, instance, monkeypatch, hours_ago):
-    _anchor(monkeypatch, hours_ago=hours_ago)
+    anchor_hours_ago(monkeypatch, hours_ago=hours_ago)
     defs = _defs()
     registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
     assert run(defs, instance, selection=registry).success

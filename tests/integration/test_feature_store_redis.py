@@ -1,0 +1,152 @@
+"""The feature store on a real Redis: materialization, freshness, the backfill guard,
+and an unreachable store reported as unknown (never fresh).
+
+Each test uses its own Feast project, so its keys (serialized entity key + project)
+are its own; it deletes exactly those keys afterwards and flushes nothing."""
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+
+import dagster as dg
+import pandas as pd
+import pytest
+import redis
+
+from e2i_platform.features.materialize import online_timestamps, read_offline
+from e2i_platform.settings import load_settings
+
+from services import free_port
+from support import (
+    FEATURE_CHAIN,
+    anchor_hours_ago,
+    definitions,
+    evaluations,
+    failed_steps,
+    feast_resource,
+    latest_metadata,
+    online_config,
+    run,
+)
+
+DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
+
+
+def _own_keys(client: redis.Redis, project: str) -> list[bytes]:
+    return list(client.scan_iter(match=f"*{project}".encode(), count=1000))
+
+
+@pytest.fixture
+def redis_project(monkeypatch) -> Iterator[tuple[str, str]]:
+    """(REDIS_URL, Feast project) on the test run's Redis; our keys are removed after."""
+    url = os.environ.get("E2I_TEST_REDIS_URL", DEFAULT_REDIS)
+    project = f"e2it{uuid.uuid4().hex[:12]}"
+    monkeypatch.setenv("REDIS_URL", url)
+    monkeypatch.setenv("E2I_FEAST_PROJECT", project)
+    client = redis.Redis.from_url(url)
+    client.ping()  # no server is a failure here, not a skip
+    yield url, project
+    keys = _own_keys(client, project)
+    if keys:
+        client.delete(*keys)
+    assert not _own_keys(client, project)
+
+
+def test_redis_materialization_freshness_and_backfill_guard(
+    e2i_home, instance, monkeypatch, redis_project
+):
+    url, project = redis_project
+    anchor_hours_ago(monkeypatch, 0.5)
+    settings = load_settings()
+    assert settings.online_store == "redis"  # auto: REDIS_URL is set
+    defs = definitions(settings)
+    result = run(defs, instance, selection=FEATURE_CHAIN)
+    assert result.success, failed_steps(result)
+    check = evaluations(result)["online_features.freshness"]
+    assert check.passed, check.description
+    assert latest_metadata(instance, "online_features")["store"]["online_store"] == "redis"
+    assert _own_keys(redis.Redis.from_url(url), project)
+
+    feast = feast_resource(defs)
+    store = feast.store()
+    offline = read_offline(feast.offline_dir, "patient_features")
+    newest = offline[offline["event_timestamp"] == offline["event_timestamp"].max()]
+    sample = newest.head(20)
+    # Served values are the newest offline values.
+    served = store.get_online_features(
+        features=["patient_features:events_total", "patient_features:insurance_type"],
+        entity_rows=[{"patient_id": p} for p in sample["patient_id"]],
+    ).to_dict()
+    assert served["events_total"] == sample["events_total"].tolist()
+    assert served["insurance_type"] == sample["insurance_type"].tolist()
+
+    before = online_timestamps(store, "patient_features", sample[["patient_id"]])
+    old_end = offline["event_timestamp"].max() - pd.Timedelta(days=45)
+    backfill = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("online_features"),
+        run_config=online_config(
+            "window", offline["event_timestamp"].min().isoformat(), old_end.isoformat()
+        ),
+    )
+    assert backfill.success, failed_steps(backfill)
+    per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
+    assert per_view["patient_features"]["entities_written"] == 0
+    assert per_view["patient_features"]["skipped_not_newer"] > 0
+    pd.testing.assert_series_equal(
+        before, online_timestamps(store, "patient_features", sample[["patient_id"]])
+    )
+
+
+@pytest.fixture
+def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        raise RuntimeError(f"private redis-server did not start on port {port}")
+    yield url, proc
+    proc.kill()
+    proc.wait()
+
+
+def test_stopped_redis_makes_freshness_unknown_and_blocking(
+    e2i_home, instance, monkeypatch, private_redis
+):
+    url, proc = private_redis
+    monkeypatch.setenv("REDIS_URL", url)
+    anchor_hours_ago(monkeypatch, 0.5)
+    defs = definitions(load_settings())
+    assert run(defs, instance, selection=FEATURE_CHAIN).success
+
+    proc.terminate()
+    proc.wait(timeout=10)
+    result = run(defs, instance, selection=dg.AssetSelection.checks_for_assets("online_features"))
+    check = evaluations(result)["online_features.freshness"]
+    assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
+    views = check.metadata["views"].data
+    assert {v["status"] for v in views.values()} == {"unknown"}
+    assert all(v["reason"].startswith("online store: ConnectionError") for v in views.values())
+    # The sensor treats unknown like stale: it asks for a refresh.
+    sensor = defs.get_sensor_def("feature_freshness_sensor")
+    tick = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, resources=defs.resources)
+    )
+    assert len(tick.run_requests) == 1
