@@ -30,10 +30,12 @@ def as_of(tables: dict[str, pd.DataFrame]) -> pd.Timestamp:
 
 
 def snapshot_times(as_of_time: pd.Timestamp, weeks: int) -> list[pd.Timestamp]:
-    """Weekly snapshots (Mondays 00:00 UTC) before `as_of_time`, then `as_of_time` itself."""
+    """`weeks` weekly snapshots (Mondays 00:00 UTC) before `as_of_time`, then `as_of_time`."""
     last_monday = (as_of_time - pd.Timedelta(days=as_of_time.weekday())).normalize()
+    if last_monday == as_of_time:
+        last_monday -= pd.Timedelta(weeks=1)
     weekly = [last_monday - pd.Timedelta(weeks=k) for k in range(weeks - 1, -1, -1)]
-    return [t for t in weekly if t < as_of_time] + [as_of_time]
+    return [*weekly, as_of_time]
 
 
 def _stamp(frames: list[pd.DataFrame], view: str, created: datetime) -> pd.DataFrame:
