@@ -25,12 +25,14 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.quality.checks import quality_checks
     from e2i_platform.resources import ConfigResource, WarehouseIOManager
     from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.training.assets import training_dataset
+    from e2i_platform.training.checks import no_leakage
 
     home = str(settings.home)
     gen = settings.platform.generator
     return dg.Definitions(
-        assets=[*raw_assets(), *validated_assets(), *feature_assets()],
-        asset_checks=[*schema_checks(), *quality_checks(), freshness_check],
+        assets=[*raw_assets(), *validated_assets(), *feature_assets(), training_dataset],
+        asset_checks=[*schema_checks(), *quality_checks(), freshness_check, no_leakage],
         jobs=[main_job(), refresh_job()],
         schedules=[
             ingest_schedule(settings.platform.ingest_schedule),

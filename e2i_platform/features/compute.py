@@ -15,7 +15,7 @@ from datetime import datetime
 import pandas as pd
 
 from e2i_platform.contract import TABLES
-from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, VIEWS
+from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, SNAPSHOT_EPOCH, VIEWS
 
 DAY = pd.Timedelta(days=1)
 
@@ -44,6 +44,8 @@ def _stamp(frames: list[pd.DataFrame], view: str, created: datetime) -> pd.DataF
     # Feast compares event times as UTC instants: store them tz-aware.
     out[CREATED_TIMESTAMP] = pd.Timestamp(created).tz_localize("UTC")
     out[EVENT_TIMESTAMP] = pd.to_datetime(out[EVENT_TIMESTAMP]).dt.tz_localize("UTC")
+    epoch = pd.Timestamp("1970-01-01", tz="UTC")
+    out[SNAPSHOT_EPOCH] = (out[EVENT_TIMESTAMP] - epoch) // pd.Timedelta(seconds=1)
     for f in spec.features:
         if f.dtype == "int":
             out[f.name] = out[f.name].fillna(0).astype("int64")

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
 FEATURE_SERVICE = "discontinuation_model_v1"
+# Every view also serves the epoch second of the snapshot its values come from, so a
+# training row can prove it saw nothing after its cutoff. Provenance, never a model input.
+SNAPSHOT_EPOCH = "snapshot_epoch"
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,17 @@ class ViewSpec:
     def join_keys(self) -> tuple[str, ...]:
         return tuple(ENTITIES[e].join_key for e in self.entities)
 
+    def __post_init__(self):
+        provenance = FeatureSpec(SNAPSHOT_EPOCH, "int", "Epoch seconds of the snapshot")
+        object.__setattr__(self, "features", (*self.features, provenance))
+
     @property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
+
+    @property
+    def model_inputs(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features if f.name != SNAPSHOT_EPOCH)
 
     @property
     def columns(self) -> tuple[str, ...]:

@@ -164,8 +164,15 @@ class Generator:
         practice = np.where(
             lat["academic"], "academic", rng.choice(("community", "hospital", "private"), n)
         )
-        # Profiles are revised now and then: most last changed weeks or months ago.
-        age_days = np.minimum(rng.exponential(120.0, n), self.spec.history_days)
+        # Profiles are revised now and then: most last changed more than a year ago (the
+        # profile is known from then on), one in ten during the last weeks.
+        recent = rng.random(n) < 0.1
+        recent[0] = True  # the source is current: at least one profile changed lately
+        age_days = np.where(
+            recent,
+            np.minimum(rng.exponential(10.0, n), 60.0),
+            rng.uniform(0.55, 1.0, n) * self.spec.history_days,
+        )
         updated = self.anchor - (age_days * 86400).astype(np.int64) * SECOND
         return pd.DataFrame(
             {
@@ -228,15 +235,13 @@ class Generator:
         start = self.anchor - (start_offset * 86400).astype(np.int64) * SECOND
         start = start.astype("datetime64[D]").astype("datetime64[s]")  # journeys start on a day
         start = _unique_starts(patient_no, brand, start)
-        discontinued = rng.random(n) < risk
-        # A discontinuation happens part-way through the time observed so far.
-        observed = (self.anchor - start) / SECOND
-        frac = rng.uniform(0.35, 0.95, n)
-        end = np.where(
-            discontinued,
-            start + (observed * frac).astype(np.int64) * SECOND,
-            np.datetime64("NaT"),
-        ).astype("datetime64[s]")
+        # Risky journeys stop after a time on therapy that does not depend on the calendar;
+        # a stop that would fall after the anchor has not happened yet (censored).
+        will_stop = rng.random(n) < risk
+        time_on_therapy = (rng.uniform(20, 420, n) * 86400).astype(np.int64) * SECOND
+        stop = start + time_on_therapy
+        discontinued = will_stop & (stop < self.anchor - DAY)
+        end = np.where(discontinued, stop, np.datetime64("NaT")).astype("datetime64[s]")
         return pd.DataFrame(
             {
                 "patient_no": patient_no,
@@ -425,7 +430,7 @@ class Generator:
     @cached_property
     def business_metrics(self) -> pd.DataFrame:
         rng = self._rng("business_metrics")
-        days = min(self.spec.history_days, 90)
+        days = min(self.spec.history_days, 540)
         today = self.anchor.astype("datetime64[D]")
         dates = today - np.arange(days) * DAY
         names = {t: f"{t}_rate" if t != "sales" else "net_sales" for t in ENUMS["metric_type"]}

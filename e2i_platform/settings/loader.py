@@ -21,6 +21,7 @@ from e2i_platform.settings.models import (
     FeastMaterializationSettings,
     PlatformSettings,
     QualitySettings,
+    TrainingSettings,
 )
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -163,6 +164,7 @@ class Settings:
     platform: PlatformSettings
     quality: QualitySettings
     feast: FeastMaterializationSettings
+    training: TrainingSettings
 
     @property
     def home(self) -> Path:
@@ -187,4 +189,5 @@ def load_settings(directory: Path | None = None, env: str | None = None) -> Sett
         platform=load("platform", directory, env),  # type: ignore[arg-type]
         quality=load("quality", directory, env),  # type: ignore[arg-type]
         feast=load("feast_materialization", directory, env),  # type: ignore[arg-type]
+        training=load("training", directory, env),  # type: ignore[arg-type]
     )

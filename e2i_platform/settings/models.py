@@ -185,8 +185,30 @@ class FeastMaterializationSettings(Strict):
         return self.views.get(view, self.freshness)
 
 
+# --- config/training.yaml ------------------------------------------------------------
+
+
+class DatasetSettings(Strict):
+    cutoff_every_days: int = Field(ge=1)
+    outcome_window_days: int = Field(ge=1)
+    history_days: int = Field(ge=30)
+    validation_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+
+
+class LeakageSettings(Strict):
+    max_abs_label_correlation: float = Field(0.95, gt=0, le=1)
+    prevalence: Range
+
+
+class TrainingSettings(Strict):
+    dataset: DatasetSettings
+    leakage: LeakageSettings
+
+
 CONFIG_FILES: dict[str, type[Strict]] = {
     "platform": PlatformSettings,
     "quality": QualitySettings,
     "feast_materialization": FeastMaterializationSettings,
+    "training": TrainingSettings,
 }
