@@ -63,6 +63,7 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated)
         "trigger_features",
         "feature_registry",
         "online_features",
+        "training_dataset",
     }
     assert (e2i_home / "dagster" / "dagster.yaml").exists()
 

@@ -14,7 +14,6 @@ import pytest
 
 from e2i_platform.features.materialize import online_timestamps, read_offline
 from e2i_platform.features.specs import VIEWS
-from e2i_platform.lib.gates import gated_asset
 from e2i_platform.settings import load_settings
 
 from support import (
@@ -33,14 +32,8 @@ from support import (
 REPO = Path(__file__).resolve().parents[2]
 
 
-@gated_asset(name="feature_consumer", deps=["online_features"], group_name="test")
-def feature_consumer() -> int:
-    """Stands in for training: anything downstream of the online store."""
-    return 1
-
-
 def _defs():
-    return definitions(load_settings(), [feature_consumer])
+    return definitions(load_settings())
 
 
 def _freshness(result) -> dg.AssetCheckEvaluation:
@@ -59,7 +52,7 @@ def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(
     anchor_hours_ago(monkeypatch, hours_ago=3)  # events 3 h old, max age 2 h
     defs = _defs()
     result = run(
-        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
+        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("training_dataset")
     )
     check = _freshness(result)
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR
@@ -72,7 +65,7 @@ def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(
     assert views["patient_features"]["sampled"] == min(200, views["patient_features"]["sampled"])
     assert views["market_features"]["max_age_hours"] == 36  # the per-view override
     assert "online_features" in materialized(result)
-    assert "feature_consumer" not in materialized(result)
+    assert "training_dataset" not in materialized(result)
 
     tick = _sensor_result(defs, instance)
     (request,) = tick.run_requests
@@ -94,13 +87,14 @@ def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance,
     anchor_hours_ago(monkeypatch, hours_ago=0.5)  # 30 min old
     defs = _defs()
     result = run(
-        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("feature_consumer")
+        defs, instance, selection=FEATURE_CHAIN | dg.AssetSelection.assets("training_dataset")
     )
     check = _freshness(result)
     assert check.passed is True, check.description
     assert {v["status"] for v in check.metadata["views"].data.values()} == {"fresh"}
     assert check.metadata["dagster/fresh_until_timestamp"].value > datetime.now(UTC).timestamp()
-    assert "feature_consumer" in materialized(result)
+    assert "training_dataset" in materialized(result)
+    assert evaluations(result)["training_dataset.no_leakage"].passed
     assert "no stale view" in _sensor_result(defs, instance).skip_message
 
     feast = feast_resource(defs)

@@ -37,10 +37,10 @@ def test_valid_generated_data_pass_every_gate_for_every_table(settings, instance
         f"{t}.expectations" for t in INPUT_TABLES
     }
     expected |= {"patient_journeys.references_resolve", "treatment_events.references_resolve"}
-    expected |= {"online_features.freshness"}
+    expected |= {"online_features.freshness", "training_dataset.no_leakage"}
     assert set(evals) == expected
     assert all(e.passed for e in evals.values()), {k: e.description for k, e in evals.items()}
-    features = {*VIEWS, "feature_registry", "online_features"}
+    features = {*VIEWS, "feature_registry", "online_features", "training_dataset"}
     assert materialized(result) == (
         {f"raw_{t}" for t in INPUT_TABLES} | set(INPUT_TABLES) | features | {"journey_consumer"}
     )

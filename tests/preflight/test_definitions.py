@@ -75,6 +75,7 @@ def test_asset_graph_matches_the_spec(e2i_home):
             ],
             "features",
         ),
+        "training_dataset": "training",
     }
     checks = {
         (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
@@ -86,7 +87,7 @@ def test_asset_graph_matches_the_spec(e2i_home):
         ("patient_journeys", "references_resolve"),
         ("treatment_events", "references_resolve"),
     }
-    expected |= {("online_features", "freshness")}
+    expected |= {("online_features", "freshness"), ("training_dataset", "no_leakage")}
     assert checks == dict.fromkeys(expected, True)
     parents = {
         "patient_features": {"patient_journeys", "treatment_events"},
@@ -100,6 +101,7 @@ def test_asset_graph_matches_the_spec(e2i_home):
             "market_features",
         },
         "online_features": {"feature_registry"},
+        "training_dataset": {"patient_journeys", "treatment_events", "online_features"},
     }
     for asset, expected_parents in parents.items():
         node = graph.get(dg.AssetKey(asset))
