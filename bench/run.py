@@ -5,6 +5,10 @@
 2. Gates on N patient_journeys rows (default 1,000,000): the Pandera `schema`
    gate plus the GE `expectations` gate, vs a plain vectorised pandas
    implementation of the same rules (derived from the same contract and config).
+3. Feature store (bench/feature_store.py): materialization throughput, online read
+   latency through the feature service and freshness evaluation, SQLite and Redis, vs
+   plain redis-py / sqlite3 clients on the same payload. Needs Redis (E2I_TEST_REDIS_URL
+   or 127.0.0.1:6379); uses its own Feast project and deletes exactly its keys.
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -61,7 +65,11 @@ def best_of(n: int, fn) -> float:
 
 
 def bench_load(repeat: int) -> list[dict]:
-    home = tempfile.mkdtemp(prefix="e2i-bench-")
+    with tempfile.TemporaryDirectory(prefix="e2i-bench-") as home:
+        return _bench_load(repeat, home)
+
+
+def _bench_load(repeat: int, home: str) -> list[dict]:
     Path(home, "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {**os.environ, "DAGSTER_HOME": home, "E2I_HOME": str(Path(home, "e2i"))}
     rows: list[dict] = []
@@ -254,18 +262,42 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
+GROUPS = ("load", "gates", "feature_store")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--entities", type=int, default=50_000, help="feature_store: entities materialized"
+    )
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group (repeatable); default: all",
+    )
     args = parser.parse_args()
-    rows = bench_load(args.repeat) + bench_gates(args.rows, args.repeat)
+    groups = args.only or list(GROUPS)
+    rows: list[dict] = []
+    if "load" in groups:
+        rows += bench_load(args.repeat)
+    if "gates" in groups:
+        rows += bench_gates(args.rows, args.repeat)
+    if "feature_store" in groups:
+        from feature_store import bench_feature_store  # bench/ is on sys.path (script dir)
+
+        rows += bench_feature_store(args.repeat, args.entities)
     print()
     print_table(rows)
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
-        json.dumps({"measured_at": datetime.now(UTC).isoformat(), "rows": rows}, indent=2)
+        json.dumps(
+            {"measured_at": datetime.now(UTC).isoformat(), "groups": groups, "rows": rows},
+            indent=2,
+        )
     )
     return 0
 

@@ -56,6 +56,21 @@ def _status(age_hours: float, warning: float, max_age: float) -> str:
     return "fresh"
 
 
+def newest_snapshot(path, view: str) -> pd.DataFrame:
+    """Keys and event time of the newest offline snapshot only.
+
+    Reads the timestamp column first and then just the newest snapshot's rows, so the
+    cost does not grow with the weeks of history kept offline."""
+    times = pd.read_parquet(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
+    if times.empty:
+        return pd.DataFrame(columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP])
+    return pd.read_parquet(
+        path,
+        columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP],
+        filters=[(EVENT_TIMESTAMP, "==", times.max())],
+    )
+
+
 def sample_entities(offline: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
     """Entities of the newest offline snapshot, a deterministic sample of `size`."""
     newest = offline[offline[EVENT_TIMESTAMP] == offline[EVENT_TIMESTAMP].max()]
@@ -80,11 +95,7 @@ def view_freshness(
     measured: dict = {}
 
     path = offline_dir / f"{view}.parquet"
-    offline = (
-        pd.read_parquet(path, columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP])
-        if (path.exists())
-        else None
-    )
+    offline = newest_snapshot(path, view) if path.exists() else None
     if offline is not None and len(offline):
         newest = offline[EVENT_TIMESTAMP].max()
         measured.update(source_newest=newest.isoformat(), source_age_hours=_hours(now_ts - newest))
