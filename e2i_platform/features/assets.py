@@ -241,8 +241,10 @@ def online_features(
     windows = plan_windows(
         config, store, feast.offline_dir, now, timedelta(minutes=settings.max_clock_skew_minutes)
     )
+    redis_client = feast.redis_client()
     results = [
-        materialize_view(store, feast.offline_dir, view, window) for view, window in windows.items()
+        materialize_view(store, feast.offline_dir, view, window, redis_client)
+        for view, window in windows.items()
     ]
     for r in results:
         context.log.info(

@@ -77,18 +77,29 @@ def online_timestamps(store, view: str, entities: pd.DataFrame) -> pd.Series:
     )
 
 
-def materialize_view(store, offline_dir, view: str, window: Window) -> ViewMaterialization:
+def materialize_view(
+    store, offline_dir, view: str, window: Window, redis_client=None
+) -> ViewMaterialization:
+    """Materialize one view's window; with `redis_client` (Redis online store) through the
+    column-wise writer, else through Feast's write path."""
     started = time.perf_counter()
     spec = VIEWS[view]
     df = read_offline(offline_dir, view)
     ts = df[EVENT_TIMESTAMP]
     in_window = df[(ts >= pd.Timestamp(window.start)) & (ts <= pd.Timestamp(window.end))]
     latest = latest_per_entity(in_window, view)
-    stored = online_timestamps(store, view, latest)
-    newer = stored.isna() | (latest[EVENT_TIMESTAMP] > stored)
-    to_write = latest[newer]
-    if len(to_write):
-        store.write_to_online_store(view, to_write[list(spec.columns)])
+    if redis_client is not None:
+        from e2i_platform.features.redis_writer import write_newer
+
+        version = store.config.entity_key_serialization_version
+        written, kept = write_newer(redis_client, store.project, view, latest, version)
+    else:
+        stored = online_timestamps(store, view, latest)
+        newer = stored.isna() | (latest[EVENT_TIMESTAMP] > stored)
+        to_write = latest[newer]
+        if len(to_write):
+            store.write_to_online_store(view, to_write[list(spec.columns)])
+        written, kept = len(to_write), int((~newer).sum())
     feature_view = store.get_feature_view(view)
     store.registry.apply_materialization(
         feature_view, store.project, window.start, window.end, commit=True
@@ -99,7 +110,7 @@ def materialize_view(store, offline_dir, view: str, window: Window) -> ViewMater
         end=window.end.isoformat(),
         rows_in_window=len(in_window),
         entities_in_window=len(latest),
-        entities_written=len(to_write),
-        skipped_not_newer=int((~newer).sum()),
+        entities_written=written,
+        skipped_not_newer=kept,
         duration_s=round(time.perf_counter() - started, 3),
     )

@@ -85,6 +85,15 @@ class FeastResource(dg.ConfigurableResource):
         Path(self.home, "feast").mkdir(parents=True, exist_ok=True)
         return FeatureStore(repo_path=self.repo_path, config=self.repo_config())
 
+    def redis_client(self):
+        """A redis-py client on the online store, or None for SQLite."""
+        if self.online_store != "redis":
+            return None
+        import redis
+
+        self.variables()  # a clear failure when REDIS_URL is missing
+        return redis.Redis.from_url(self.redis_url)
+
     def describe(self) -> dict[str, str]:
         """Where things are, without secrets (for metadata)."""
         where = {

@@ -41,7 +41,7 @@ def _freshness(result) -> dg.AssetCheckEvaluation:
 
 
 def _sensor_result(defs, instance):
-    sensor = defs.get_sensor_def("feature_freshness_sensor")
+    sensor = defs.resolve_sensor_def("feature_freshness_sensor")
     context = dg.build_sensor_context(instance=instance, resources=defs.resources)
     return sensor.evaluate_tick(context)
 
