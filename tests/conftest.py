@@ -30,6 +30,10 @@ def e2i_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("E2I_CONFIG_DIR", raising=False)
     for key, value in SMALL.items():
         monkeypatch.setenv(key, value)
+    # Generated timelines end when the test starts, not at the hour's floor: a test that
+    # straddles an hour would otherwise see hour-old "current" data (freshness WARN).
+    now = datetime.now(UTC).replace(tzinfo=None)
+    monkeypatch.setenv("E2I_ANCHOR", now.isoformat(timespec="seconds"))
     return home
 
 
@@ -62,6 +66,6 @@ def generated() -> Generator:
         patients=int(SMALL["E2I_PATIENTS"]),
         hcps=int(SMALL["E2I_HCPS"]),
         history_days=730,
-        anchor=floor_anchor(now, "hour"),
+        anchor=floor_anchor(now, "none"),
     )
     return Generator(spec)
