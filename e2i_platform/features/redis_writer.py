@@ -29,15 +29,21 @@ def _encoders():
                 empty if v != v else Value(double_val=v).SerializeToString()
                 for v in values.astype("float64").tolist()
             ]
+        # Counts and categories repeat a lot: encode each distinct value once.
+        memo: dict = {}
         if dtype == "int":
             mask = values.isna().tolist()
             ints = values.fillna(0).astype("int64").tolist()
             return [
-                empty if m else Value(int64_val=v).SerializeToString()
+                empty
+                if m
+                else memo.get(v) or memo.setdefault(v, Value(int64_val=v).SerializeToString())
                 for v, m in zip(ints, mask, strict=True)
             ]
         return [
-            empty if v is None or v != v else Value(string_val=str(v)).SerializeToString()
+            empty
+            if v is None or v != v
+            else memo.get(v) or memo.setdefault(v, Value(string_val=str(v)).SerializeToString())
             for v in values.astype(object).tolist()
         ]
 
