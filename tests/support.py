@@ -104,3 +104,23 @@ def feast_resource(defs: dg.Definitions):
     """The definitions' FeastResource with its EnvVar fields resolved, as in a run."""
     with dg.build_resources({"feast": defs.resources["feast"]}) as resources:
         return resources.feast
+
+
+def backfill_old_window(defs: dg.Definitions, instance, offline, days_back: int):
+    """Materialize [oldest offline event, newest - days_back] in `window` mode.
+
+    Returns the window end and the run's per-view results."""
+    import pandas as pd
+
+    old_end = offline["event_timestamp"].max() - pd.Timedelta(days=days_back)
+    result = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("online_features"),
+        run_config=online_config(
+            "window", offline["event_timestamp"].min().isoformat(), old_end.isoformat()
+        ),
+    )
+    assert result.success, failed_steps(result)
+    per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
+    return old_end, per_view

@@ -71,9 +71,8 @@ def newest_snapshot(path, view: str) -> pd.DataFrame:
     )
 
 
-def sample_entities(offline: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
-    """Entities of the newest offline snapshot, a deterministic sample of `size`."""
-    newest = offline[offline[EVENT_TIMESTAMP] == offline[EVENT_TIMESTAMP].max()]
+def sample_entities(newest: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
+    """A deterministic sample of `size` entities of the newest snapshot (`newest_snapshot`)."""
     keys = list(VIEWS[view].join_keys)
     entities = newest[keys].drop_duplicates().sort_values(keys)
     if len(entities) > size:

@@ -19,6 +19,7 @@ from e2i_platform.settings import load_settings
 from support import (
     FEATURE_CHAIN,
     anchor_hours_ago,
+    backfill_old_window,
     definitions,
     evaluations,
     failed_steps,
@@ -106,17 +107,7 @@ def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance,
     assert (before == newest).all()
 
     # Backfill an old window: every entity has a newer value online, nothing is replaced.
-    old_end = newest - pd.Timedelta(days=60)
-    backfill = run(
-        defs,
-        instance,
-        selection=dg.AssetSelection.assets("online_features"),
-        run_config=online_config(
-            "window", offline["event_timestamp"].min().isoformat(), old_end.isoformat()
-        ),
-    )
-    assert backfill.success, failed_steps(backfill)
-    per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
+    old_end, per_view = backfill_old_window(defs, instance, offline, days_back=60)
     patient = per_view["patient_features"]
     assert patient["end"] == old_end.isoformat()
     assert patient["entities_in_window"] > 0

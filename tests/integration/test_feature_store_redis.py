@@ -23,12 +23,12 @@ from services import free_port
 from support import (
     FEATURE_CHAIN,
     anchor_hours_ago,
+    backfill_old_window,
     definitions,
     evaluations,
     failed_steps,
     feast_resource,
     latest_metadata,
-    online_config,
     run,
 )
 
@@ -84,17 +84,7 @@ def test_redis_materialization_freshness_and_backfill_guard(
     assert served["insurance_type"] == sample["insurance_type"].tolist()
 
     before = online_timestamps(store, "patient_features", sample[["patient_id"]])
-    old_end = offline["event_timestamp"].max() - pd.Timedelta(days=45)
-    backfill = run(
-        defs,
-        instance,
-        selection=dg.AssetSelection.assets("online_features"),
-        run_config=online_config(
-            "window", offline["event_timestamp"].min().isoformat(), old_end.isoformat()
-        ),
-    )
-    assert backfill.success, failed_steps(backfill)
-    per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
+    _, per_view = backfill_old_window(defs, instance, offline, days_back=45)
     assert per_view["patient_features"]["entities_written"] == 0
     assert per_view["patient_features"]["skipped_not_newer"] > 0
     pd.testing.assert_series_equal(
