@@ -71,10 +71,14 @@ def online_timestamps(store, view: str, entities: pd.DataFrame) -> pd.Series:
         return pd.Series([], dtype="datetime64[ns, UTC]")
     response = store.get_online_features(features=[f"{view}:{feature}"], entity_rows=rows)
     stamps = response.to_dict(include_event_timestamps=True)[f"{feature}__ts"]
-    values = [None if (ts is None or ts == 0) else ts for ts in stamps]
-    return pd.to_datetime(
-        pd.Series(values, index=entities.index, dtype="float64"), unit="s", utc=True
-    )
+    # Integer nanoseconds, not float seconds: a float conversion with NaN can trip a
+    # process-wide numpy "raise" error state set by another library.
+    out = pd.Series(pd.NaT, index=entities.index, dtype="datetime64[ns, UTC]")
+    present = [i for i, ts in enumerate(stamps) if ts]  # Redis reports missing as 0
+    if present:
+        nanos = [int(round(float(stamps[i]) * 1e6)) * 1000 for i in present]
+        out.iloc[present] = pd.to_datetime(nanos, unit="ns", utc=True)
+    return out
 
 
 def materialize_view(
