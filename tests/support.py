@@ -124,3 +124,43 @@ def backfill_old_window(defs: dg.Definitions, instance, offline, days_back: int)
     assert result.success, failed_steps(result)
     per_view = {r["view"]: r for r in latest_metadata(instance, "online_features")["per_view"]}
     return old_end, per_view
+
+
+def assert_service_reader_matches_feast(feast) -> int:
+    """ServiceReader returns exactly what Feast's get_online_features returns through
+    the feature service: served entities, an unknown patient and an unknown HCP.
+
+    Returns how many served (non-null) values were compared."""
+    from e2i_platform.features.materialize import read_offline
+    from e2i_platform.features.online import ServiceReader
+    from e2i_platform.features.specs import FEATURE_SERVICE
+
+    store = feast.store()
+    patients = read_offline(feast.offline_dir, "patient_features")["patient_id"].unique()
+    hcps = read_offline(feast.offline_dir, "hcp_features")["hcp_id"].unique()
+    market = read_offline(feast.offline_dir, "market_features")[["brand", "region"]]
+    market = market.drop_duplicates().astype(str).to_numpy()
+    rows = [
+        {"patient_id": str(p), "hcp_id": str(h), "brand": m[0], "region": m[1]}
+        for p, h, m in zip(
+            patients[:30], hcps[:30], (market[i % len(market)] for i in range(30)), strict=False
+        )
+    ]
+    rows.append({**rows[0], "patient_id": "PAT99999999"})
+    rows.append({**rows[1], "hcp_id": "HCP99999999", "patient_id": rows[0]["patient_id"]})
+    expected = store.get_online_features(
+        features=store.get_feature_service(FEATURE_SERVICE),
+        entity_rows=rows,
+        full_feature_names=True,
+    ).to_dict()
+    reader = ServiceReader(store, FEATURE_SERVICE)
+    try:
+        got = reader.read(rows)
+    finally:
+        reader.close()
+    assert got == expected
+    # The unknown entities are served as nulls, the known ones as values.
+    assert got["patient_features__events_total"][-2] is None
+    assert got["hcp_features__decile"][-1] is None
+    assert got["patient_features__events_total"][-1] is not None
+    return sum(v is not None for k, col in got.items() if "__" in k for v in col)

@@ -93,10 +93,11 @@ def materialize_view(
     in_window = df[(ts >= pd.Timestamp(window.start)) & (ts <= pd.Timestamp(window.end))]
     latest = latest_per_entity(in_window, view)
     if redis_client is not None:
+        from e2i_platform.features.online import require_key_version
         from e2i_platform.features.redis_writer import write_newer
 
-        version = store.config.entity_key_serialization_version
-        written, kept = write_newer(redis_client, store.project, view, latest, version)
+        require_key_version(store.config)
+        written, kept = write_newer(redis_client, store.project, view, latest)
     else:
         stored = online_timestamps(store, view, latest)
         newer = stored.isna() | (latest[EVENT_TIMESTAMP] > stored)

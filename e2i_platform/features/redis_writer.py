@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from e2i_platform.features.online import entity_key_bytes, entity_key_prefix
 from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 
 BATCH = 1000
@@ -50,21 +51,12 @@ def _encoders():
     return encode
 
 
-def redis_keys(project: str, view: str, df: pd.DataFrame, version: int) -> list[bytes]:
-    from feast.infra.online_stores.helpers import _redis_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
-    from feast.protos.feast.types.Value_pb2 import Value
-
-    join_keys = list(VIEWS[view].join_keys)
+def redis_keys(project: str, view: str, df: pd.DataFrame) -> list[bytes]:
+    """Feast's Redis keys (serialized entity key + project) for the view's rows."""
+    join_keys = sorted(VIEWS[view].join_keys)
+    prefix, suffix = entity_key_prefix(join_keys), project.encode()
     columns = [df[k].astype(str).tolist() for k in join_keys]
-    return [
-        _redis_key(
-            project,
-            EntityKey(join_keys=join_keys, entity_values=[Value(string_val=v) for v in values]),
-            entity_key_serialization_version=version,
-        )
-        for values in zip(*columns, strict=True)
-    ]
+    return [entity_key_bytes(prefix, values) + suffix for values in zip(*columns, strict=True)]
 
 
 def stored_timestamps(client, keys: list[bytes], view: str) -> list[float | None]:
@@ -87,13 +79,13 @@ def stored_timestamps(client, keys: list[bytes], view: str) -> list[float | None
     return out
 
 
-def write_newer(client, project: str, view: str, latest: pd.DataFrame, version: int):
+def write_newer(client, project: str, view: str, latest: pd.DataFrame):
     """Write rows whose event time is newer than what Redis holds; return (written, kept)."""
     from feast.infra.online_stores.helpers import _mmh3
     from google.protobuf.timestamp_pb2 import Timestamp
 
     spec = VIEWS[view]
-    keys = redis_keys(project, view, latest, version)
+    keys = redis_keys(project, view, latest)
     stored = stored_timestamps(client, keys, view)
     epoch = pd.Timestamp("1970-01-01", tz="UTC")
     new_seconds = ((latest[EVENT_TIMESTAMP] - epoch) / pd.Timedelta(seconds=1)).tolist()

@@ -19,6 +19,7 @@ from e2i_platform.settings import load_settings
 from support import (
     FEATURE_CHAIN,
     anchor_hours_ago,
+    assert_service_reader_matches_feast,
     backfill_old_window,
     definitions,
     evaluations,
@@ -99,6 +100,7 @@ def test_fresh_data_pass_and_a_backfill_never_goes_backwards(e2i_home, instance,
     assert "no stale view" in _sensor_result(defs, instance).skip_message
 
     feast = feast_resource(defs)
+    assert assert_service_reader_matches_feast(feast) > 500
     store = feast.store()
     offline = read_offline(feast.offline_dir, "patient_features")
     entities = offline[["patient_id"]].drop_duplicates().head(50)

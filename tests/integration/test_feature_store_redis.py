@@ -23,6 +23,7 @@ from services import free_port
 from support import (
     FEATURE_CHAIN,
     anchor_hours_ago,
+    assert_service_reader_matches_feast,
     backfill_old_window,
     definitions,
     evaluations,
@@ -82,6 +83,7 @@ def test_redis_materialization_freshness_and_backfill_guard(
     ).to_dict()
     assert served["events_total"] == sample["events_total"].tolist()
     assert served["insurance_type"] == sample["insurance_type"].tolist()
+    assert assert_service_reader_matches_feast(feast) > 500
 
     before = online_timestamps(store, "patient_features", sample[["patient_id"]])
     _, per_view = backfill_old_window(defs, instance, offline, days_back=45)
