@@ -262,7 +262,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
-GROUPS = ("load", "gates", "feature_store")
+GROUPS = ("load", "gates", "feature_store", "hpo")
 
 
 def main() -> int:
@@ -272,6 +272,7 @@ def main() -> int:
     parser.add_argument(
         "--entities", type=int, default=50_000, help="feature_store: entities materialized"
     )
+    parser.add_argument("--seeds", type=int, default=5, help="hpo: warm vs cold seeds")
     parser.add_argument(
         "--only",
         action="append",
@@ -289,6 +290,10 @@ def main() -> int:
         from feature_store import bench_feature_store  # bench/ is on sys.path (script dir)
 
         rows += bench_feature_store(args.repeat, args.entities)
+    if "hpo" in groups:
+        from hpo import bench_hpo
+
+        rows += bench_hpo(args.seeds)
     print()
     print_table(rows)
     out = REPO / "bench" / "results"

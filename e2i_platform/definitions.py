@@ -8,9 +8,27 @@ and check bodies only.
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from e2i_platform.settings import Settings, load_settings
+
+
+def mlflow_resource(settings: Settings):
+    from e2i_platform.resources.mlflow import MlflowResource
+
+    cfg = settings.mlflow
+    # From the environment, the URI stays an EnvVar: a password in it never reaches the UI.
+    uri_from_env = os.environ.get("MLFLOW_TRACKING_URI")
+    return MlflowResource(
+        enabled=cfg.enabled,
+        tracking_uri=dg.EnvVar("MLFLOW_TRACKING_URI")
+        if uri_from_env
+        else settings.under_home(cfg.tracking_uri),
+        experiment=cfg.experiment,
+        registered_model=cfg.registered_model,
+    )
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
@@ -21,19 +39,35 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.ingest.sources import SourceResource
     from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
+    from e2i_platform.ops.rollback import rollback_job
+    from e2i_platform.promotion.assets import promotion_assets
+    from e2i_platform.promotion.checks import promotion_checks
     from e2i_platform.quality.assets import validated_assets
     from e2i_platform.quality.checks import quality_checks
     from e2i_platform.resources import ConfigResource, WarehouseIOManager
     from e2i_platform.resources.feast import FeastResource
-    from e2i_platform.training.assets import training_dataset
+    from e2i_platform.resources.storage import RecordIOManager
+    from e2i_platform.training.assets import training_assets
     from e2i_platform.training.checks import no_leakage
 
     home = str(settings.home)
     gen = settings.platform.generator
     return dg.Definitions(
-        assets=[*raw_assets(), *validated_assets(), *feature_assets(), training_dataset],
-        asset_checks=[*schema_checks(), *quality_checks(), freshness_check, no_leakage],
-        jobs=[main_job(), refresh_job()],
+        assets=[
+            *raw_assets(),
+            *validated_assets(),
+            *feature_assets(),
+            *training_assets(),
+            *promotion_assets(),
+        ],
+        asset_checks=[
+            *schema_checks(),
+            *quality_checks(),
+            freshness_check,
+            no_leakage,
+            *promotion_checks(),
+        ],
+        jobs=[main_job(), refresh_job(), rollback_job],
         schedules=[
             ingest_schedule(settings.platform.ingest_schedule),
             *refresh_schedules(
@@ -44,6 +78,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         sensors=[freshness_sensor(settings.feast.sensor_interval_seconds)],
         resources={
             "warehouse": WarehouseIOManager(home=home),
+            "records": RecordIOManager(home=home),
+            "mlflow": mlflow_resource(settings),
             "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),
             "feast": FeastResource(
                 home=home,

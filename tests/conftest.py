@@ -18,7 +18,9 @@ from e2i_platform.ingest.generator import Generator, GeneratorSpec, floor_anchor
 from e2i_platform.settings import Settings, load_settings
 from e2i_platform.settings.loader import REPO_ROOT
 
-SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11"}
+SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11", "E2I_HPO_TRIALS": "6"}
+# Where a developer's shell may point at shared servers: a test never writes there.
+SHARED = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "E2I_MLFLOW_ENABLED")
 
 
 @pytest.fixture
@@ -30,6 +32,8 @@ def e2i_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("E2I_CONFIG_DIR", raising=False)
     for key, value in SMALL.items():
         monkeypatch.setenv(key, value)
+    for key in SHARED:
+        monkeypatch.delenv(key, raising=False)
     # Generated timelines end when the test starts, not at the hour's floor: a test that
     # straddles an hour would otherwise see hour-old "current" data (freshness WARN).
     now = datetime.now(UTC).replace(tzinfo=None)

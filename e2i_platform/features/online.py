@@ -95,7 +95,9 @@ class ServiceReader:
             self.client = RedisOnlineStore()._get_client(config.online_store)
         else:
             path = config.online_store.path
-            self.db = sqlite3.connect(path if path.startswith("/") else str(config.repo_path / path))
+            self.db = sqlite3.connect(
+                path if path.startswith("/") else str(config.repo_path / path)
+            )
 
     def _decode(self, raw: bytes | None):
         if not raw:

@@ -53,3 +53,46 @@ class WarehouseIOManager(dg.ConfigurableIOManager):
                 "materialize it first"
             )
         return pd.read_parquet(path)
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    """JSON written next to the target, flushed to disk, then renamed into place."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RecordIOManager(dg.ConfigurableIOManager):
+    """Stores each record asset (a JSON-able dict: a study, a model run, an evaluation,
+    a release) as `<home>/warehouse/<asset>.json`."""
+
+    home: str
+
+    def path_for(self, key: dg.AssetKey) -> Path:
+        return Path(self.home) / "warehouse" / ("/".join(key.path) + ".json")
+
+    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
+        path = self.path_for(context.asset_key)
+        atomic_write_json(obj, path)
+        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
+
+    def load_input(self, context: dg.InputContext) -> dict:
+        import json
+
+        path = self.path_for(context.asset_key)
+        if not path.exists():
+            raise dg.Failure(
+                f"{context.asset_key.to_user_string()}: no stored record at {path}; "
+                "materialize it first"
+            )
+        return json.loads(path.read_text())

@@ -19,7 +19,10 @@ from pydantic import BaseModel, ValidationError
 from e2i_platform.settings.models import (
     CONFIG_FILES,
     FeastMaterializationSettings,
+    MlflowSettings,
+    OptunaSettings,
     PlatformSettings,
+    PromotionSettings,
     QualitySettings,
     TrainingSettings,
 )
@@ -165,11 +168,18 @@ class Settings:
     quality: QualitySettings
     feast: FeastMaterializationSettings
     training: TrainingSettings
+    optuna: OptunaSettings
+    mlflow: MlflowSettings
+    promotion: PromotionSettings
 
     @property
     def home(self) -> Path:
         home = Path(self.platform.home).expanduser()
         return home if home.is_absolute() else (REPO_ROOT / home).resolve()
+
+    def under_home(self, url: str) -> str:
+        """A configured URL with `<home>` replaced by E2I_HOME."""
+        return url.replace("<home>", str(self.home))
 
     @property
     def online_store(self) -> str:
@@ -190,4 +200,7 @@ def load_settings(directory: Path | None = None, env: str | None = None) -> Sett
         quality=load("quality", directory, env),  # type: ignore[arg-type]
         feast=load("feast_materialization", directory, env),  # type: ignore[arg-type]
         training=load("training", directory, env),  # type: ignore[arg-type]
+        optuna=load("optuna_config", directory, env),  # type: ignore[arg-type]
+        mlflow=load("mlflow", directory, env),  # type: ignore[arg-type]
+        promotion=load("promotion", directory, env),  # type: ignore[arg-type]
     )

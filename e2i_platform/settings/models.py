@@ -201,9 +201,96 @@ class LeakageSettings(Strict):
     prevalence: Range
 
 
+RunMode = Literal["reuse_if_exists", "force_new", "resume_if_incomplete", "continue_from_previous"]
+
+
 class TrainingSettings(Strict):
     dataset: DatasetSettings
     leakage: LeakageSettings
+    model_name: str = Field("discontinuation_lgbm", pattern=r"^[a-z][a-z0-9_]*$")
+    run_mode: RunMode = "reuse_if_exists"
+    seed: int = 7
+    # continue_from_previous: boosting rounds added on top of the previous model.
+    continue_rounds: int = Field(50, ge=1)
+
+
+# --- config/optuna_config.yaml ---------------------------------------------------------
+# `<home>` in a URL stands for E2I_HOME (resolved when the definitions are built).
+
+
+class SamplerSettings(Strict):
+    seed: int = 42
+    n_startup_trials: int = Field(8, ge=0)
+
+
+class PrunerSettings(Strict):
+    """Hyperband over boosting rounds."""
+
+    min_resource: int = Field(10, ge=1)
+    reduction_factor: int = Field(3, ge=2)
+
+
+class WarmStartSettings(Strict):
+    enabled: bool = True
+    min_similarity: float = Field(0.7, ge=0, le=1)
+    max_seed_studies: int = Field(3, ge=1)
+    max_seed_trials: int = Field(20, ge=0)
+    # Per seeding study, when its search space differs: its best params, clipped.
+    top_k: int = Field(5, ge=1)
+
+
+class OptunaSettings(Strict):
+    storage: str
+    study_prefix: str = Field("discontinuation", pattern=r"^[a-z][a-z0-9_]*$")
+    n_trials: int = Field(30, ge=1)
+    timeout_s: float | None = Field(600, gt=0)
+    max_boost_rounds: int = Field(300, ge=10)
+    early_stopping_rounds: int = Field(30, ge=1)
+    sampler: SamplerSettings = SamplerSettings()
+    pruner: PrunerSettings = PrunerSettings()
+    warm_start: WarmStartSettings = WarmStartSettings()
+
+
+# --- config/mlflow.yaml ----------------------------------------------------------------
+
+
+class MlflowSettings(Strict):
+    enabled: bool = True
+    tracking_uri: str
+    experiment: str = "e2i_discontinuation"
+    registered_model: str = Field("e2i_discontinuation", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+
+
+# --- config/promotion.yaml -------------------------------------------------------------
+
+
+class QualityGateSettings(Strict):
+    min_roc_auc: float = Field(ge=0.5, le=1)
+    # Not worse than the current champion by more than this (same test split metric).
+    champion_tolerance: float = Field(ge=0, le=0.5)
+
+
+class CalibrationGateSettings(Strict):
+    max_brier: float = Field(gt=0, le=1)
+
+
+class LatencyGateSettings(Strict):
+    batch_rows: int = Field(1000, ge=1)
+    repeats: int = Field(30, ge=5)
+    max_p95_ms: float = Field(gt=0)
+
+
+class FairnessGateSettings(Strict):
+    max_region_auc_gap: float = Field(gt=0, le=1)
+    # Regions with fewer test rows (or one class only) are reported, not compared.
+    min_region_rows: int = Field(30, ge=1)
+
+
+class PromotionSettings(Strict):
+    quality_gate: QualityGateSettings
+    calibration_gate: CalibrationGateSettings
+    latency_gate: LatencyGateSettings
+    fairness_gate: FairnessGateSettings
 
 
 CONFIG_FILES: dict[str, type[Strict]] = {
@@ -211,4 +298,7 @@ CONFIG_FILES: dict[str, type[Strict]] = {
     "quality": QualitySettings,
     "feast_materialization": FeastMaterializationSettings,
     "training": TrainingSettings,
+    "optuna_config": OptunaSettings,
+    "mlflow": MlflowSettings,
+    "promotion": PromotionSettings,
 }

@@ -1,10 +1,14 @@
-"""Training-stage assets."""
+"""Training-stage assets: the training set, the hyperparameter search, the trained model
+and its evaluation (which the promotion gates check)."""
+
+from enum import Enum
 
 import dagster as dg
 
 from e2i_platform.lib.gates import gated_asset
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
+from e2i_platform.resources.mlflow import MlflowResource
 
 
 @gated_asset(
@@ -22,6 +26,7 @@ def training_dataset(
     match for are kept with null features and counted. Chronological train / validation /
     test split with a gap of one outcome window and each patient in one split only.
     Runs only after the online store passed its `freshness` gate; gated by `no_leakage`."""
+    from e2i_platform.lib.versions import frame_version
     from e2i_platform.training.dataset import (
         LABEL,
         SPLIT,
@@ -41,6 +46,7 @@ def training_dataset(
     by_split = dataset.groupby(SPLIT)[LABEL].agg(["size", "mean"])
     return dg.Output(
         dataset,
+        data_version=dg.DataVersion(frame_version(dataset)),
         metadata={
             "rows_per_split": dg.MetadataValue.json(
                 {s: int(n) for s, n in by_split["size"].items()}
@@ -54,3 +60,158 @@ def training_dataset(
             "split": dg.MetadataValue.json(split_stats),
         },
     )
+
+
+class RunMode(Enum):
+    reuse_if_exists = "reuse_if_exists"
+    force_new = "force_new"
+    resume_if_incomplete = "resume_if_incomplete"
+    continue_from_previous = "continue_from_previous"
+
+
+class RunModeConfig(dg.Config):
+    """Overrides config/training.yaml's `run_mode` for this run (Launchpad)."""
+
+    run_mode: RunMode | None = None
+
+
+def _run_mode(config: RunModeConfig, e2i_config: ConfigResource) -> str:
+    return config.run_mode.value if config.run_mode else e2i_config.settings().training.run_mode
+
+
+@gated_asset(
+    group_name="training",
+    kinds={"optuna", "lightgbm", "mlflow"},
+    io_manager_key="records",
+)
+def hpo_study(
+    context: dg.AssetExecutionContext,
+    config: RunModeConfig,
+    training_dataset,
+    e2i_config: ConfigResource,
+    mlflow: MlflowResource,
+) -> dg.Output:
+    """Optuna search (TPE, Hyperband over boosting rounds) of LightGBM hyperparameters on
+    the training split, scored by validation ROC-AUC; a logistic-regression baseline is
+    recorded beside it. The study is named by the training set's data version and the
+    search settings: reused when complete, resumed when not, warm started from similar
+    past studies when new (which ones, their scores, and the rejected ones are in the
+    metadata). Every trial is a nested MLflow run under the study's run."""
+    from e2i_platform.lib.versions import frame_version
+    from e2i_platform.training.model_data import model_data
+    from e2i_platform.training.study import run_study
+
+    settings = e2i_config.settings()
+    mlflow.ensure_reachable()
+    outcome = run_study(
+        model_data(training_dataset),
+        settings.optuna,
+        settings.under_home(settings.optuna.storage),
+        frame_version(training_dataset),
+        settings.training.seed,
+        mlflow=mlflow if mlflow.enabled else None,
+        force_new=_run_mode(config, e2i_config) == "force_new",
+    )
+    record = outcome.record
+    record["mlflow"]["tracking"] = "on" if mlflow.enabled else "off"
+    if record["mlflow"]["study_run_id"]:
+        record["mlflow"]["study_run"] = mlflow.run_link(record["mlflow"]["study_run_id"])
+    context.log.info(f"hpo_study {record['study_name']}: {record['decision']}")
+    return dg.Output(
+        record,
+        data_version=dg.DataVersion(f"{record['identity'][:12]}-{record['best_trial']}"),
+        metadata={
+            "study": dg.MetadataValue.text(record["study_name"]),
+            "decision": dg.MetadataValue.text(record["decision"]),
+            "reused": dg.MetadataValue.bool(record["decision"] == "reused"),
+            "trials": dg.MetadataValue.json(record["trials"]),
+            "trials_run_now": dg.MetadataValue.int(record["trials_run_now"]),
+            "pruned": dg.MetadataValue.int(record["trials"].get("pruned", 0)),
+            "best_valid_auc": dg.MetadataValue.float(record["best_valid_auc"]),
+            "baseline_logreg_valid_auc": dg.MetadataValue.float(record["baseline"]["valid_auc"]),
+            "best_params": dg.MetadataValue.json(record["best_params"]),
+            "warm_start": dg.MetadataValue.json(record["warm_start"]),
+            "mlflow": dg.MetadataValue.json(record["mlflow"]),
+            "storage": dg.MetadataValue.text(record["storage"]),
+        },
+    )
+
+
+@gated_asset(
+    group_name="training",
+    kinds={"lightgbm", "mlflow"},
+    io_manager_key="records",
+)
+def trained_model(
+    context: dg.AssetExecutionContext,
+    config: RunModeConfig,
+    training_dataset,
+    hpo_study: dict,
+    e2i_config: ConfigResource,
+    mlflow: MlflowResource,
+) -> dg.Output:
+    """LightGBM trained with the study's best parameters for its best number of rounds,
+    written to `$E2I_HOME/models/<model>/spec-<8>_exec-<8>/v<N>/` (model.txt,
+    metrics.json, metadata.json; atomically) and registered in MLflow with a signature.
+    The run mode (config/training.yaml or the Launchpad) decides: reuse_if_exists,
+    force_new, resume_if_incomplete, continue_from_previous. A reused run says so."""
+    from e2i_platform.training.model_run import train_or_reuse
+
+    settings = e2i_config.settings()
+    mlflow.ensure_reachable()
+    record = train_or_reuse(
+        settings, training_dataset, hpo_study, _run_mode(config, e2i_config), mlflow
+    )
+    context.log.info(f"trained_model: {record['action']} {record['path']}")
+    return dg.Output(
+        record,
+        data_version=dg.DataVersion(record["model_sha256"][:16]),
+        metadata={
+            "action": dg.MetadataValue.text(record["action"]),
+            "reused": dg.MetadataValue.bool(record["action"] == "reuse"),
+            "reason": dg.MetadataValue.text(record["reason"]),
+            "run_mode": dg.MetadataValue.text(record["mode"]),
+            "path": dg.MetadataValue.path(record["path"]),
+            "variant": dg.MetadataValue.int(record["variant"]),
+            "spec_fingerprint": dg.MetadataValue.text(record["spec"]),
+            "exec_fingerprint": dg.MetadataValue.text(record["exec"]),
+            "valid_auc": dg.MetadataValue.float(record["metrics"]["valid_auc"]),
+            "mlflow": dg.MetadataValue.json(record["mlflow"]),
+        },
+    )
+
+
+@gated_asset(
+    group_name="training",
+    kinds={"lightgbm", "sklearn"},
+    io_manager_key="records",
+)
+def model_evaluation(
+    training_dataset, trained_model: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.Output:
+    """The trained model on the test split: ROC-AUC, PR-AUC, Brier, precision and recall
+    at the threshold chosen on validation, ROC-AUC per region, p95 scoring latency for a
+    batch of rows; and the current champion scored on the same test rows, so the
+    quality gate compares like with like. The promotion gates check this asset."""
+    from e2i_platform.training.model_run import evaluate_models
+
+    settings = e2i_config.settings()
+    record = evaluate_models(settings, training_dataset, trained_model, mlflow)
+    return dg.Output(
+        record,
+        metadata={
+            "roc_auc": dg.MetadataValue.float(record["roc_auc"]),
+            "pr_auc": dg.MetadataValue.float(record["pr_auc"]),
+            "brier": dg.MetadataValue.float(record["brier"]),
+            "threshold": dg.MetadataValue.json(record["threshold"]),
+            "precision_at_threshold": dg.MetadataValue.float(record["precision_at_threshold"]),
+            "recall_at_threshold": dg.MetadataValue.float(record["recall_at_threshold"]),
+            "region_auc": dg.MetadataValue.json(record["region_auc"]),
+            "latency": dg.MetadataValue.json(record["latency"]),
+            "champion": dg.MetadataValue.json(record["champion"]),
+        },
+    )
+
+
+def training_assets() -> list[dg.AssetsDefinition]:
+    return [training_dataset, hpo_study, trained_model, model_evaluation]

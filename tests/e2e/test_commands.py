@@ -64,6 +64,11 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated)
         "feature_registry",
         "online_features",
         "training_dataset",
+        "hpo_study",
+        "trained_model",
+        "model_evaluation",
+        "champion_model",
+        "patient_risk_scores",
     }
     assert (e2i_home / "dagster" / "dagster.yaml").exists()
 

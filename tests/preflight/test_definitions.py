@@ -75,7 +75,10 @@ def test_asset_graph_matches_the_spec(e2i_home):
             ],
             "features",
         ),
-        "training_dataset": "training",
+        **dict.fromkeys(
+            ["training_dataset", "hpo_study", "trained_model", "model_evaluation"], "training"
+        ),
+        **dict.fromkeys(["champion_model", "patient_risk_scores"], "promotion"),
     }
     checks = {
         (k.asset_key.to_user_string(), k.name): graph.get_check_spec(k).blocking
@@ -88,6 +91,11 @@ def test_asset_graph_matches_the_spec(e2i_home):
         ("treatment_events", "references_resolve"),
     }
     expected |= {("online_features", "freshness"), ("training_dataset", "no_leakage")}
+    expected |= {
+        ("model_evaluation", gate)
+        for gate in ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate")
+    }
+    expected |= {("patient_risk_scores", "schema")}
     assert checks == dict.fromkeys(expected, True)
     parents = {
         "patient_features": {"patient_journeys", "treatment_events"},
@@ -102,6 +110,11 @@ def test_asset_graph_matches_the_spec(e2i_home):
         },
         "online_features": {"feature_registry"},
         "training_dataset": {"patient_journeys", "treatment_events", "online_features"},
+        "hpo_study": {"training_dataset"},
+        "trained_model": {"training_dataset", "hpo_study"},
+        "model_evaluation": {"training_dataset", "trained_model"},
+        "champion_model": {"trained_model", "model_evaluation"},
+        "patient_risk_scores": {"champion_model", "patient_journeys"},
     }
     for asset, expected_parents in parents.items():
         node = graph.get(dg.AssetKey(asset))

@@ -19,12 +19,12 @@ def test_defaults_load_and_resolve_home_from_environment(e2i_home):
     assert s.home == e2i_home
     assert s.env == "local"
     assert s.platform.executor.max_concurrent == 2
-    assert s.platform.generator.patients == 300  # ${E2I_PATIENTS:-2000} from the env
+    assert s.platform.generator.patients == 300  # ${E2I_PATIENTS:-5000} from the env
 
 
 def test_variable_default_applies_when_unset(e2i_home, monkeypatch):
     monkeypatch.delenv("E2I_PATIENTS")
-    assert load_settings().platform.generator.patients == 2000
+    assert load_settings().platform.generator.patients == 5000
 
 
 def test_unknown_key_names_file_and_key_path(config_copy, e2i_home):

@@ -1,0 +1,199 @@
+"""HPO benchmarks: part of `make bench`; alone: `python bench/hpo.py [--seeds 5]`.
+
+1. Warm vs cold start. Per seed: a past study (30 trials) on one sample of a
+   synthetic discontinuation-like problem; then, on a new sample of the same
+   problem, a cold study and a study warm started by the platform's `warm_start`
+   from the past one. Figure: trials each needed to reach the cold study's best
+   value (only trials evaluated on the new data count), median over the seeds.
+2. MLflow logging overhead: the same 20-trial search with tracking (SQLite under
+   a temporary directory, one nested run per trial) and without; the share of the
+   search's wall time spent in the logging callback, and the wall-time difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TRIALS = 30
+ROUNDS = 150
+
+
+def problem(seed: int, rows: int = 4000):
+    from e2i_platform.training.model_data import ModelData
+
+    rng = np.random.default_rng(seed)
+    weights = np.array([1.0, -0.8, 0.6, 0.0, 0.3, 0.0, -0.4, 0.0])
+
+    def sample(n):
+        x = pd.DataFrame(rng.normal(size=(n, 8)), columns=[f"f{i}" for i in range(8)])
+        logit = x.to_numpy() @ weights + 0.8 * np.sin(2 * x["f3"]) - 2.5
+        y = pd.Series((rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int))
+        return x, y
+
+    X, y = {}, {}
+    for split, n in (("train", rows), ("validation", rows // 3), ("test", 10)):
+        X[split], y[split] = sample(n)
+    return ModelData(list(X["train"].columns), [], {}, X, y, {})
+
+
+def _study(storage, name, seed):
+    import optuna
+
+    from e2i_platform.settings import load_settings
+    from e2i_platform.training.study import make_pruner, make_sampler
+
+    cfg = load_settings().optuna.model_copy(update={"max_boost_rounds": ROUNDS})
+    cfg = cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"seed": seed})})
+    return optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+    ), cfg
+
+
+def _fingerprint(data):
+    from e2i_platform.training.hpo import ALGORITHM, PROBLEM_TYPE, SEARCH_SPACE_VERSION
+    from e2i_platform.training.warm_start import dataset_fingerprint
+
+    return dataset_fingerprint(
+        data.X["train"], data.y["train"], ALGORITHM, PROBLEM_TYPE, SEARCH_SPACE_VERSION
+    )
+
+
+def trials_to_reach(study, target: float) -> int:
+    """1-based count of trials evaluated in this study until one reaches `target`."""
+    from optuna.trial import TrialState
+
+    own = [t for t in study.trials if "warm_start_from" not in t.user_attrs]
+    for i, t in enumerate(own, 1):
+        if t.state == TrialState.COMPLETE and t.value is not None and t.value >= target - 1e-12:
+            return i
+    return len(own) + 1  # not reached within the budget
+
+
+def warm_vs_cold(seed: int) -> dict:
+    import optuna
+
+    from e2i_platform.training.hpo import objective, search_space
+    from e2i_platform.training.warm_start import FINGERPRINT_ATTR, warm_start
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = optuna.storages.InMemoryStorage()
+    past_data, new_data = problem(1000 + seed), problem(2000 + seed)
+    space = search_space()
+
+    past, cfg = _study(storage, "past", seed)
+    past.set_user_attr(FINGERPRINT_ATTR, _fingerprint(past_data).as_dict())
+    past.optimize(objective(past_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
+
+    cold, _ = _study(optuna.storages.InMemoryStorage(), "cold", seed + 100)
+    cold.optimize(objective(new_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
+    best = cold.best_value
+
+    warm, _ = _study(storage, "warm", seed + 100)
+    current = _fingerprint(new_data)
+    warm.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
+    plan = warm_start(warm, storage, current, cfg.warm_start, space)
+    target = objective(new_data, space, 7, ROUNDS, 20)
+    for _ in range(TRIALS):
+        warm.optimize(target, n_trials=1)
+        if trials_to_reach(warm, best) <= len(
+            [t for t in warm.trials if "warm_start_from" not in t.user_attrs]
+        ):
+            break
+    return {
+        "seed": seed,
+        "cold_best": best,
+        "cold_trials": trials_to_reach(cold, best),
+        "warm_trials": trials_to_reach(warm, best),
+        "seeded": plan.seed_trials,
+    }
+
+
+def mlflow_overhead(trials: int = 20) -> dict:
+    import optuna
+
+    from e2i_platform.resources.mlflow import MlflowResource
+    from e2i_platform.training.hpo import TrialLog, mlflow_callback, objective, search_space
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    data = problem(7)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        mlflow = MlflowResource(
+            tracking_uri=f"sqlite:///{tmp}/mlflow.db", experiment="bench", registered_model="b"
+        )
+        mlflow.ensure_reachable()  # schema creation is not part of a search
+        for tracked in (False, True):
+            study, _ = _study(optuna.storages.InMemoryStorage(), "s", 3)
+            log = TrialLog()
+            parent = mlflow.start_study_run("bench", {}, {}) if tracked else None
+            started = time.perf_counter()
+            study.optimize(
+                objective(data, search_space(), 7, ROUNDS, 20),
+                n_trials=trials,
+                callbacks=[mlflow_callback(mlflow, parent, log)] if tracked else [],
+            )
+            out[tracked] = (time.perf_counter() - started, log.seconds, log.runs)
+            if parent:
+                mlflow.end_run(parent)
+    (plain, _, _), (tracked_s, logging_s, runs) = out[False], out[True]
+    return {"plain_s": plain, "tracked_s": tracked_s, "logging_s": logging_s, "runs": runs}
+
+
+def bench_hpo(seeds: int = 5) -> list[dict]:
+    results = [warm_vs_cold(s) for s in range(seeds)]
+    cold = statistics.median(r["cold_trials"] for r in results)
+    warm = statistics.median(r["warm_trials"] for r in results)
+    overhead = mlflow_overhead()
+    share = overhead["logging_s"] / overhead["tracked_s"]
+    return [
+        {
+            "benchmark": f"HPO cold start: trials to reach its best (median of {seeds} seeds)",
+            "value": f"{cold:g} trials ({', '.join(str(r['cold_trials']) for r in results)})",
+            "ratio": "1.00x",
+            "target": "baseline",
+        },
+        {
+            "benchmark": "HPO warm start from a similar study: trials to reach the cold best",
+            "value": f"{warm:g} trials ({', '.join(str(r['warm_trials']) for r in results)})",
+            "ratio": f"{warm / cold:.2f}x",
+            "target": f"<= 0.33x ({'met' if warm / cold <= 1 / 3 else 'NOT met'})",
+        },
+        {
+            "benchmark": f"MLflow logging, {overhead['runs']} trials (nested runs, SQLite)",
+            "value": f"{overhead['logging_s']:.2f} s of {overhead['tracked_s']:.1f} s search "
+            f"(untracked {overhead['plain_s']:.1f} s)",
+            "ratio": f"{share:.1%}",
+            "target": f"<= 5% ({'met' if share <= 0.05 else 'NOT met'})",
+        },
+    ]
+
+
+def main() -> int:
+    from run import print_table
+
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", type=int, default=5)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    print_table(bench_hpo(args.seeds))
+    print(f"\n({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Promotion gates on `model_evaluation` (one blocking check each, thresholds in
+config/promotion.yaml) and the `schema` gate on `patient_risk_scores`.
+
+Each gate reports what it observed and the threshold it compared with; a gate that
+cannot measure (no comparable region, say) fails: unmeasured is never a pass.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from e2i_platform.lib.gate_results import gate_result
+from e2i_platform.resources.config import ConfigResource
+
+
+def _result(passed: bool, summary: str, evaluation: dict, **extra) -> dg.AssetCheckResult:
+    return gate_result(
+        passed=passed,
+        blocking_failure=True,
+        summary=summary,
+        rows_checked=evaluation["test_rows"],
+        extra=extra,
+    )
+
+
+def quality_verdict(evaluation: dict, min_auc: float, tolerance: float) -> dg.AssetCheckResult:
+    auc = evaluation["roc_auc"]
+    champion = evaluation["champion"]
+    floor, why = min_auc, f"ROC-AUC {auc:.4f} vs minimum {min_auc:.4f}"
+    if champion.get("exists") and not champion.get("same_model"):
+        reference = champion.get("roc_auc_same_test", champion.get("recorded_roc_auc"))
+        bar = reference - tolerance
+        floor = max(min_auc, bar)
+        how = (
+            "same test rows" if champion.get("comparable") else "its recorded test (not comparable)"
+        )
+        why += f"; champion {champion['release_id']} {reference:.4f} on {how} - {tolerance} = {bar:.4f}"
+    passed = auc >= floor
+    return _result(
+        passed,
+        ("quality ok: " if passed else "quality below bar: ") + why,
+        evaluation,
+        observed_roc_auc=auc,
+        threshold_roc_auc=round(floor, 6),
+        min_roc_auc=min_auc,
+        champion=champion,
+    )
+
+
+@dg.asset_check(
+    asset="model_evaluation",
+    blocking=True,
+    description="ROC-AUC on test >= the "
+    "configured minimum and >= the current champion's (same test rows) - tolerance.",
+)
+def quality_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    cfg = e2i_config.settings().promotion.quality_gate
+    return quality_verdict(model_evaluation, cfg.min_roc_auc, cfg.champion_tolerance)
+
+
+@dg.asset_check(
+    asset="model_evaluation",
+    blocking=True,
+    description="Brier score on test <= the configured maximum.",
+)
+def calibration_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    limit = e2i_config.settings().promotion.calibration_gate.max_brier
+    brier = model_evaluation["brier"]
+    passed = brier <= limit
+    return _result(
+        passed,
+        f"Brier {brier:.4f} {'<=' if passed else '>'} maximum {limit:.4f}",
+        model_evaluation,
+        observed_brier=brier,
+        threshold_max_brier=limit,
+    )
+
+
+@dg.asset_check(
+    asset="model_evaluation",
+    blocking=True,
+    description="p95 wall time to score one batch <= the configured maximum.",
+)
+def latency_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    limit = e2i_config.settings().promotion.latency_gate.max_p95_ms
+    latency = model_evaluation["latency"]
+    passed = latency["p95_ms"] <= limit
+    return _result(
+        passed,
+        f"p95 {latency['p95_ms']:.1f} ms per {latency['batch_rows']} rows "
+        f"{'<=' if passed else '>'} maximum {limit:g} ms",
+        model_evaluation,
+        observed_p95_ms=latency["p95_ms"],
+        threshold_max_p95_ms=limit,
+        latency=latency,
+    )
+
+
+@dg.asset_check(
+    asset="model_evaluation",
+    blocking=True,
+    description="Largest ROC-AUC gap between regions <= the configured limit.",
+)
+def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    limit = e2i_config.settings().promotion.fairness_gate.max_region_auc_gap
+    gap = model_evaluation["region_auc_gap"]
+    regions = model_evaluation["region_auc"]
+    compared = sorted(r for r, v in regions.items() if v["compared"])
+    if gap is None:
+        return _result(
+            False,
+            f"fairness cannot be measured: {len(compared)} region(s) comparable "
+            "(need 2; see region_auc for why)",
+            model_evaluation,
+            observed_gap=None,
+            threshold_max_gap=limit,
+            region_auc=regions,
+        )
+    passed = gap <= limit
+    return _result(
+        passed,
+        f"largest regional ROC-AUC gap {gap:.4f} {'<=' if passed else '>'} limit {limit:.4f} "
+        f"over {', '.join(compared)}",
+        model_evaluation,
+        observed_gap=gap,
+        threshold_max_gap=limit,
+        region_auc=regions,
+    )
+
+
+@dg.asset_check(
+    asset="patient_risk_scores",
+    name="schema",
+    blocking=True,
+    description="Pandera contract of `ml_predictions` on the batch scores.",
+)
+def risk_scores_schema(patient_risk_scores) -> dg.AssetCheckResult:
+    from e2i_platform.lib.schema_gate import schema_gate
+
+    return schema_gate("ml_predictions", patient_risk_scores, "patient_risk_scores")
+
+
+def promotion_checks() -> list[dg.AssetChecksDefinition]:
+    return [quality_gate, calibration_gate, latency_gate, fairness_gate, risk_scores_schema]

@@ -1,0 +1,124 @@
+"""Releases: which model is the champion, since when, and on what evidence.
+
+Each release is `$E2I_HOME/releases/<release_id>/manifest.json`, written once and
+never changed; `$E2I_HOME/releases/CURRENT` names the current one and is replaced
+atomically, after the manifest exists. The MLflow alias `champion` follows
+CURRENT. A rollback is itself a release (kind "rollback") that points the alias
+and CURRENT back at the model of the release before the current one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from e2i_platform.resources.storage import atomic_write_json
+
+CHAMPION_ALIAS = "champion"
+
+
+def releases_dir(home: Path) -> Path:
+    return Path(home) / "releases"
+
+
+def read_manifest(home: Path, release_id: str) -> dict:
+    path = releases_dir(home) / release_id / "manifest.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise RuntimeError(f"release {release_id}: unreadable manifest {path}: {exc}") from exc
+
+
+def current_release(home: Path) -> dict | None:
+    pointer = releases_dir(home) / "CURRENT"
+    if not pointer.exists():
+        return None
+    return read_manifest(home, pointer.read_text().strip())
+
+
+def new_release_id(kind: str) -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{kind}"
+
+
+def publish(home: Path, manifest: dict) -> Path:
+    """Write the manifest (new directory, atomic file), then move CURRENT to it."""
+    root = releases_dir(home)
+    directory = root / manifest["release_id"]
+    directory.mkdir(parents=True, exist_ok=False)
+    path = directory / "manifest.json"
+    atomic_write_json(manifest, path)
+    fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=root)
+    with os.fdopen(fd, "w") as f:
+        f.write(manifest["release_id"] + "\n")
+    os.replace(tmp, root / "CURRENT")
+    return path
+
+
+def rollback(home: Path, mlflow, reason: str) -> dict:
+    """Make the model of the release before the current one champion again."""
+    current = current_release(home)
+    if current is None:
+        raise RuntimeError(f"rollback: no current release under {releases_dir(home)}")
+    if current.get("kind") == "rollback":
+        # Rolling back a rollback goes one further back, not forward again.
+        previous_id = read_manifest(home, current["restores_release"]).get("previous_release")
+    else:
+        previous_id = current.get("previous_release")
+    if not previous_id:
+        raise RuntimeError(
+            f"rollback: release {current['release_id']} has no previous release to restore"
+        )
+    target = read_manifest(home, previous_id)
+    if not Path(target["model"]["model_file"]).exists():
+        raise RuntimeError(
+            f"rollback: release {previous_id}'s model file {target['model']['model_file']} "
+            "is gone; nothing was changed"
+        )
+    version = target["model"].get("mlflow", {}).get("model_version")
+    alias = _move_alias(mlflow, version)
+    manifest = {
+        **{k: target[k] for k in ("model", "metrics", "params", "data_versions", "features")},
+        "release_id": new_release_id("rollback"),
+        "kind": "rollback",
+        "created_at": datetime.now(UTC).isoformat(),
+        "reason": reason,
+        "restores_release": previous_id,
+        "rolled_back_release": current["release_id"],
+        "previous_release": current["release_id"],
+        "gates": target["gates"],
+        "code_version": target["code_version"],
+        "mlflow_alias": alias,
+    }
+    publish(home, manifest)
+    return manifest
+
+
+def _move_alias(mlflow, version: str | None) -> dict:
+    if not mlflow.enabled:
+        return {"tracking": "off", "moved": False}
+    if version is None:
+        raise RuntimeError(
+            "the release's model was trained with tracking off: it has no MLflow model "
+            "version for the champion alias"
+        )
+    before = mlflow.alias_version(CHAMPION_ALIAS)
+    mlflow.set_alias(CHAMPION_ALIAS, version)
+    return {
+        "tracking": "on",
+        "moved": True,
+        "alias": CHAMPION_ALIAS,
+        "registered_model": mlflow.registered_model,
+        "from_version": before,
+        "to_version": version,
+    }
+
+
+def promote(home: Path, mlflow, manifest: dict) -> dict:
+    """Move the alias to the manifest's model, then publish the manifest."""
+    version = manifest["model"].get("mlflow", {}).get("model_version")
+    manifest["mlflow_alias"] = _move_alias(mlflow, version)
+    publish(home, manifest)
+    return manifest

@@ -1,0 +1,221 @@
+"""The body of `trained_model` and `model_evaluation`: a model run named by what it
+was trained on and how, trained or reused per the run mode, evaluated beside the
+current champion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+from e2i_platform.features.specs import FEATURE_SERVICE, SERVICE_VIEWS, VIEWS
+
+# What the model needs to be served: pinned, so logging never infers requirements.
+PIP_REQUIREMENTS = ("lightgbm==4.7.0", "pandas<3", "numpy", "scikit-learn==1.9.1")
+
+
+def service_spec() -> dict:
+    """The feature service as the model sees it: views, features and dtypes."""
+    return {
+        "name": FEATURE_SERVICE,
+        "views": {v: [f"{f.name}:{f.dtype}" for f in VIEWS[v].features] for v in SERVICE_VIEWS},
+    }
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_booster(path: Path):
+    import lightgbm as lgb
+
+    return lgb.Booster(model_file=str(path))
+
+
+def model_identity(settings, dataset, hpo: dict, features: list[str]):
+    """(spec fingerprint, exec fingerprint, what went into them)."""
+    from e2i_platform.lib.versions import code_version, frame_version
+    from e2i_platform.training.runs import exec_fingerprint, library_versions, spec_fingerprint
+
+    training = settings.training.model_dump(exclude={"run_mode"})
+    spec_inputs = {
+        "training_config": {
+            **training,
+            "params": hpo["best_params"],
+            "rounds": hpo["best_iteration"],
+            "features": features,
+        },
+        "data_versions": {"training_dataset": frame_version(dataset)},
+        "feature_service": service_spec(),
+    }
+    exec_inputs = {
+        "code_version": code_version(),
+        "libraries": library_versions(),
+        "seed": settings.training.seed,
+    }
+    return (
+        spec_fingerprint(**spec_inputs),
+        exec_fingerprint(
+            exec_inputs["code_version"], exec_inputs["libraries"], exec_inputs["seed"]
+        ),
+        {"spec": spec_inputs, "exec": exec_inputs},
+    )
+
+
+def _record(decision, metrics: dict, metadata: dict) -> dict:
+    path = Path(decision.path)
+    return {
+        "action": decision.action,
+        "mode": decision.mode,
+        "reason": decision.reason,
+        "variant": decision.variant,
+        "path": str(path),
+        "model_file": str(path / "model.txt"),
+        "model_sha256": file_sha256(path / "model.txt"),
+        "spec": metadata["spec"],
+        "exec": metadata["exec"],
+        "params": metadata["params"],
+        "rounds": metadata["rounds"],
+        "features": metadata["features"],
+        "metrics": metrics,
+        "mlflow": metadata["mlflow"],
+        "previous": metadata.get("previous"),
+        "trained_at": metadata["finished_at"],
+    }
+
+
+def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
+    from e2i_platform.training.hpo import fit_booster
+    from e2i_platform.training.model_data import model_data
+    from e2i_platform.training.runs import METADATA_FILE, METRICS_FILE, MODEL_FILE, ModelRuns
+
+    data = model_data(dataset)
+    spec, exec_, inputs = model_identity(settings, dataset, hpo, data.features)
+    runs = ModelRuns(settings.home / "models", settings.training.model_name, spec, exec_)
+    decision = runs.decide(mode)
+    if decision.action == "reuse":
+        path = Path(decision.path)
+        metrics = json.loads((path / METRICS_FILE).read_text())
+        return _record(decision, metrics, json.loads((path / METADATA_FILE).read_text()))
+
+    params, rounds, init_model, previous = hpo["best_params"], hpo["best_iteration"], None, None
+    if decision.action == "continue":
+        previous = Path(decision.previous)
+        before = json.loads((previous / METADATA_FILE).read_text())
+        if before["features"] != data.features:
+            raise ValueError(
+                f"continue_from_previous: {previous} was trained on other features "
+                f"({len(before['features'])} vs {len(data.features)}); use force_new"
+            )
+        init_model, rounds = str(previous / MODEL_FILE), settings.training.continue_rounds
+    fit = fit_booster(data, params, settings.training.seed, rounds, None, init_model=init_model)
+    metrics = {
+        "valid_auc": round(fit.curve[-1][1], 6),
+        "rounds": int(fit.booster.current_iteration()),
+        "train_rows": int(len(data.y["train"])),
+        "validation_rows": int(len(data.y["validation"])),
+        "train_prevalence": round(float(data.y["train"].mean()), 6),
+    }
+    tracking = _log_training(mlflow, decision, params, metrics, fit.booster, data, spec, exec_)
+    metadata = {
+        "spec": spec,
+        "exec": exec_,
+        "identity_inputs": inputs,
+        "params": params,
+        "rounds": metrics["rounds"],
+        "features": data.features,
+        "categories": data.categories,
+        "mode": decision.mode,
+        "action": decision.action,
+        "previous": str(previous) if previous else None,
+        "mlflow": tracking,
+        "finished_at": datetime.now(UTC).isoformat(),
+    }
+    runs.write(Path(decision.path), lambda p: fit.booster.save_model(str(p)), metrics, metadata)
+    return _record(decision, metrics, metadata)
+
+
+def _log_training(mlflow, decision, params, metrics, booster, data, spec, exec_) -> dict:
+    if not mlflow.enabled:
+        return {"tracking": "off"}
+    run_id = mlflow.start_study_run(
+        f"train-v{decision.variant}",
+        params={**params, "run_mode": decision.mode, "action": decision.action},
+        tags={"e2i.spec": spec, "e2i.exec": exec_, "e2i.kind": "training"},
+    )
+    mlflow.log_metrics(run_id, metrics)
+    model_uri = mlflow.log_model(
+        run_id, booster, data.X["validation"].head(5), list(PIP_REQUIREMENTS)
+    )
+    version = mlflow.register(model_uri, run_id)
+    mlflow.end_run(run_id)
+    return {
+        "tracking": "on",
+        "run_id": run_id,
+        "run": mlflow.run_link(run_id),
+        "model_uri": model_uri,
+        "registered_model": mlflow.registered_model,
+        "model_version": version,
+    }
+
+
+def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
+    from e2i_platform.training.evaluation import evaluate
+    from e2i_platform.training.model_data import model_data
+
+    data = model_data(dataset)
+    booster = load_booster(Path(trained["model_file"]))
+    features = trained["features"]
+    gates = settings.promotion
+    record = evaluate(
+        lambda X: booster.predict(X[features]),
+        data,
+        gates.fairness_gate.min_region_rows,
+        gates.latency_gate.batch_rows,
+        gates.latency_gate.repeats,
+        settings.training.seed,
+    )
+    record["model"] = {
+        "model_file": trained["model_file"],
+        "model_sha256": trained["model_sha256"],
+        "mlflow": trained["mlflow"],
+    }
+    record["champion"] = _champion_on_same_test(settings.home, data, trained)
+    run_id = trained["mlflow"].get("run_id")
+    if mlflow.enabled and run_id:
+        mlflow.log_metrics(
+            run_id,
+            {f"test_{k}": record[k] for k in ("roc_auc", "pr_auc", "brier")}
+            | {"test_p95_ms": record["latency"]["p95_ms"]},
+        )
+    return record
+
+
+def _champion_on_same_test(home: Path, data, trained: dict) -> dict:
+    """The current champion's ROC-AUC on this test split (not its own old test split)."""
+    from sklearn.metrics import roc_auc_score
+
+    from e2i_platform.promotion.release import current_release
+
+    release = current_release(home)
+    if release is None:
+        return {"exists": False}
+    model = release["model"]
+    out = {
+        "exists": True,
+        "release_id": release["release_id"],
+        "model_version": model.get("mlflow", {}).get("model_version"),
+        "same_model": model["model_sha256"] == trained["model_sha256"],
+    }
+    path = Path(model["model_file"])
+    missing = [f for f in model["features"] if f not in data.X["test"].columns]
+    if not path.exists() or missing:
+        out["comparable"] = False
+        out["why"] = f"model file missing: {path}" if not path.exists() else f"features {missing}"
+        out["recorded_roc_auc"] = release["metrics"]["roc_auc"]
+        return out
+    score = load_booster(path).predict(data.X["test"][model["features"]])
+    out["comparable"] = True
+    out["roc_auc_same_test"] = round(float(roc_auc_score(data.y["test"], score)), 6)
+    return out

@@ -1,0 +1,219 @@
+"""One hyperparameter search, end to end: name the study, reuse / resume / warm start
+it, run the remaining trials, pick the best, and say what happened.
+
+The study name is the search's identity: a hash of the training set's data version,
+the search settings and the search-space version. With the same identity the study
+is reused when it has all its trials and resumed when it has fewer; `force_new`
+starts a numbered sibling (which the warm start then finds as a perfect match).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2i_platform.training.hpo import (
+    ALGORITHM,
+    METRIC,
+    PROBLEM_TYPE,
+    SEARCH_SPACE_VERSION,
+    TrialLog,
+    best_trial,
+    mlflow_callback,
+    objective,
+    search_space,
+    trial_counts,
+)
+from e2i_platform.training.model_data import ModelData
+
+# Trial failures that are about the trial's parameters, not the platform: recorded as
+# FAIL (visible in counts and MLflow), never chosen as best. Anything else propagates.
+TRIAL_ERRORS: tuple[type[BaseException], ...] = (ValueError, ArithmeticError)
+
+
+def ensure_storage(url: str):
+    """An Optuna storage for `url`; a local SQLite file gets its directory created."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+
+
+def safe_url(url: str) -> str:
+    """A storage URL without its password (for metadata and logs)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def make_sampler(cfg):
+    import optuna
+
+    return optuna.samplers.TPESampler(
+        seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials
+    )
+
+
+def make_pruner(cfg):
+    import optuna
+
+    return optuna.pruners.HyperbandPruner(
+        min_resource=cfg.pruner.min_resource,
+        max_resource=cfg.max_boost_rounds,
+        reduction_factor=cfg.pruner.reduction_factor,
+    )
+
+
+def study_identity(dataset_version: str, cfg) -> str:
+    from e2i_platform.training.runs import fingerprint
+
+    search = cfg.model_dump(exclude={"storage", "warm_start", "study_prefix"})
+    return fingerprint(
+        {"dataset": dataset_version, "search": search, "space": SEARCH_SPACE_VERSION}
+    )
+
+
+def study_name(storage, cfg, identity: str, force_new: bool) -> str:
+    import optuna
+
+    base = f"{cfg.study_prefix}-{identity[:12]}"
+    if not force_new:
+        return base
+    existing = set(optuna.get_all_study_names(storage))
+    n = 2
+    while f"{base}.{n}" in existing:
+        n += 1
+    return f"{base}.{n}"
+
+
+@dataclass
+class StudyOutcome:
+    record: dict  # what hpo_study stores and shows
+    study: object
+
+
+def run_study(
+    data: ModelData,
+    cfg,
+    storage_url: str,
+    dataset_version: str,
+    seed: int,
+    mlflow=None,
+    force_new: bool = False,
+    n_trials: int | None = None,
+) -> StudyOutcome:
+    import optuna
+
+    from e2i_platform.training.warm_start import (
+        FINGERPRINT_ATTR,
+        dataset_fingerprint,
+        warm_start,
+    )
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    started = time.perf_counter()
+    storage = ensure_storage(storage_url)
+    identity = study_identity(dataset_version, cfg)
+    name = study_name(storage, cfg, identity, force_new)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=make_sampler(cfg),
+        pruner=make_pruner(cfg),
+        load_if_exists=True,
+    )
+    space = search_space()
+    target = n_trials or cfg.n_trials
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+
+    if not study.get_trials(deepcopy=False):
+        current = dataset_fingerprint(
+            data.X["train"], data.y["train"], ALGORITHM, PROBLEM_TYPE, SEARCH_SPACE_VERSION
+        )
+        study.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
+        study.set_user_attr("identity", identity)
+        plan = warm_start(study, storage, current, cfg.warm_start, space).as_metadata()
+    else:
+        plan = study.user_attrs.get("warm_start", {"mode": "unknown", "summary": "not recorded"})
+    seeded = sum(1 for t in finished if "warm_start_from" in t.user_attrs)
+    remaining = max(0, target - (len(finished) - seeded))
+    decision = "reused" if remaining == 0 else ("resumed" if len(finished) > seeded else "new")
+
+    before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    log = TrialLog()
+    parent = None
+    baseline = study.user_attrs.get("baseline")
+    if remaining:
+        if baseline is None:
+            from e2i_platform.training.hpo import logistic_baseline
+
+            baseline = logistic_baseline(data, seed)
+            study.set_user_attr("baseline", baseline)
+        if mlflow is not None:
+            parent = mlflow.start_study_run(
+                name,
+                params={"n_trials": target, "search_space": SEARCH_SPACE_VERSION, "seed": seed},
+                tags={"optuna.study": name, "optuna.decision": decision},
+            )
+        study.optimize(
+            objective(data, space, seed, cfg.max_boost_rounds, cfg.early_stopping_rounds),
+            n_trials=remaining,
+            timeout=cfg.timeout_s,
+            catch=TRIAL_ERRORS,
+            callbacks=[mlflow_callback(mlflow, parent, log)] if mlflow is not None else [],
+        )
+    ran_now = sum(
+        1
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.number not in before
+    )
+    best = best_trial(study)
+    if best is None:
+        if parent is not None:
+            mlflow.end_run(parent, status="FAILED")
+        raise RuntimeError(
+            f"hpo_study {name}: no trial completed with a finite {METRIC} "
+            f"(trials: {trial_counts(study)})"
+        )
+    elapsed = time.perf_counter() - started
+    if parent is not None:
+        mlflow.log_metrics(
+            parent,
+            {
+                f"best_{METRIC}": best.value,
+                f"baseline_logreg_{METRIC}": baseline[METRIC],
+                "mlflow_seconds": log.seconds,
+            },
+        )
+        mlflow.end_run(parent)
+    record = {
+        "study_name": name,
+        "storage": safe_url(storage_url),
+        "identity": identity,
+        "decision": decision,
+        "trials_run_now": ran_now,
+        "trials": trial_counts(study),
+        "best_trial": best.number,
+        f"best_{METRIC}": best.value,
+        "best_params": best.params,
+        "best_iteration": int(best.user_attrs.get("best_iteration", cfg.max_boost_rounds)),
+        "baseline": baseline,
+        "warm_start": plan,
+        "search_space_version": SEARCH_SPACE_VERSION,
+        "seconds": round(elapsed, 3),
+        "mlflow": {
+            "study_run_id": parent,
+            "trial_runs_logged_now": log.runs,
+            "logging_seconds": round(log.seconds, 3),
+            "share_of_search": round(log.seconds / elapsed, 4) if elapsed else 0.0,
+        },
+    }
+    return StudyOutcome(record, study)

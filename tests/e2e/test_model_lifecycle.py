@@ -1,0 +1,218 @@
+"""The whole graph, then the model's life after it: a real Optuna study, MLflow in a
+SQLite store under the test's E2I_HOME, LightGBM, the promotion gates, the release
+manifest, a failing gate that leaves the champion alone, reuse vs force_new parity,
+a second release and its rollback (job and command line).
+
+Data are the product's generator at the default model size (5,000 patients): the
+promotion gates judge real metrics, and smaller data make regional ROC-AUC noise.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import yaml
+
+from e2i_platform.settings import load_settings
+
+from support import definitions, evaluations, failed_steps, latest_metadata, materialized, run
+
+REPO = Path(__file__).resolve().parents[2]
+GATES = ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate")
+MODEL_CHAIN = dg.AssetSelection.assets("trained_model", "model_evaluation", "champion_model")
+
+
+def _client(settings):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(settings.under_home(settings.mlflow.tracking_uri))
+
+
+def _alias(settings) -> str:
+    version = (
+        _client(settings)
+        .get_model_version_by_alias(settings.mlflow.registered_model, "champion")
+        .version
+    )
+    return str(version)
+
+
+def _signature_inputs(settings, version: str) -> list[str]:
+    import mlflow
+
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(settings.under_home(settings.mlflow.tracking_uri))
+    try:
+        info = mlflow.models.get_model_info(f"models:/{settings.mlflow.registered_model}/{version}")
+    finally:
+        mlflow.set_tracking_uri(before)
+    return info.signature.inputs.input_names()
+
+
+def _current(home: Path) -> str:
+    return (home / "releases" / "CURRENT").read_text().strip()
+
+
+def _edit(config_dir: Path, name: str, path: tuple[str, ...], value) -> None:
+    file = config_dir / f"{name}.yaml"
+    data = yaml.safe_load(file.read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    file.write_text(yaml.safe_dump(data))
+
+
+def _mode(mode: str) -> dict:
+    return {"ops": {"trained_model": {"config": {"run_mode": mode}}}}
+
+
+def test_whole_graph_then_promotion_gates_release_and_rollback(
+    e2i_home, instance, monkeypatch, config_copy
+):
+    monkeypatch.setenv("E2I_PATIENTS", "5000")
+    monkeypatch.setenv("E2I_HCPS", "400")
+    monkeypatch.setenv("E2I_HPO_TRIALS", "12")
+    settings = load_settings()
+    defs = definitions(settings)
+
+    # 1. The whole graph, once: every gate passes, the champion is released.
+    result = run(defs, instance)
+    assert result.success, failed_steps(result)
+    checks = evaluations(result)
+    assert checks and all(c.passed for c in checks.values()), {
+        k: c.description for k, c in checks.items() if not c.passed
+    }
+    assert {f"model_evaluation.{g}" for g in GATES} | {"patient_risk_scores.schema"} <= set(checks)
+    everything = {k.to_user_string() for k in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert materialized(result) == everything
+
+    study = latest_metadata(instance, "hpo_study")
+    assert study["decision"] == "new"
+    assert study["warm_start"]["mode"] == "cold"
+    assert study["trials"]["pruned"] > 0  # Hyperband really stops trials
+    assert study["best_valid_auc"] > study["baseline_logreg_valid_auc"] - 0.05
+
+    trained = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())
+    assert trained["action"] == "train"
+    model_dir = Path(trained["path"])
+    assert model_dir.parent.parent == e2i_home / "models" / settings.training.model_name
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "metadata.json",
+        "metrics.json",
+        "model.txt",
+    ]
+    version = trained["mlflow"]["model_version"]
+    assert _alias(settings) == version
+
+    # MLflow holds one nested run per trial the study ran, under the study's run.
+    client = _client(settings)
+    experiment = client.get_experiment_by_name(settings.mlflow.experiment)
+    parent = study["mlflow"]["study_run_id"]
+    trial_runs = client.search_runs(
+        [experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent}'", max_results=1000
+    )
+    assert len(trial_runs) == sum(study["trials"].values()) == 12
+    pruned_runs = [r for r in trial_runs if r.info.status == "KILLED"]
+    assert len(pruned_runs) == study["trials"]["pruned"]
+    assert _signature_inputs(settings, version) == trained["features"]
+
+    release_id = _current(e2i_home)
+    manifest = json.loads((e2i_home / "releases" / release_id / "manifest.json").read_text())
+    assert manifest["previous_release"] is None
+    assert manifest["model"]["mlflow"]["model_version"] == version
+    assert manifest["mlflow_alias"]["to_version"] == version
+    assert manifest["params"]["rounds"] == trained["rounds"]
+    assert (
+        manifest["metrics"]["roc_auc"] == latest_metadata(instance, "model_evaluation")["roc_auc"]
+    )
+    for gate in GATES:
+        assert manifest["gates"][f"model_evaluation.{gate}"]["passed"] is True
+    assert manifest["gates"]["online_features.freshness"]["passed"] is True
+    assert manifest["data_versions"]["training_dataset"]["data_version"]
+    assert manifest["features"]["registry_hash"]
+    assert manifest["code_version"]
+    scores = latest_metadata(instance, "patient_risk_scores")
+    assert scores["patients_scored"] > 1000 and scores["model_version"] == version
+
+    # 2. Reuse is visible, and identical to what force_new produces.
+    reused = run(defs, instance, selection=MODEL_CHAIN, run_config=_mode("reuse_if_exists"))
+    assert reused.success, failed_steps(reused)
+    assert latest_metadata(instance, "trained_model")["reused"] is True
+    assert latest_metadata(instance, "champion_model")["decision"].startswith("unchanged")
+    assert _current(e2i_home) == release_id
+    forced = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("trained_model"),
+        run_config=_mode("force_new"),
+    )
+    assert forced.success, failed_steps(forced)
+    again = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())
+    assert again["action"] == "train" and again["variant"] == trained["variant"] + 1
+    assert (Path(again["path"]) / "model.txt").read_bytes() == (
+        model_dir / "model.txt"
+    ).read_bytes()
+    assert again["metrics"] == trained["metrics"]
+
+    # 3. A failing promotion gate: nothing after it runs; champion and release untouched.
+    _edit(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.99)
+    releases_before = sorted(p.name for p in (e2i_home / "releases").iterdir())
+    failed = run(
+        defs,
+        instance,
+        selection=dg.AssetSelection.assets("model_evaluation", "champion_model"),
+    )
+    assert not failed.success
+    gate = evaluations(failed)["model_evaluation.quality_gate"]
+    assert gate.passed is False and gate.metadata["threshold_roc_auc"].value == 0.99
+    assert "champion_model" not in materialized(failed)
+    refused = run(defs, instance, selection=dg.AssetSelection.assets("champion_model"))
+    assert "quality_gate on model_evaluation" in str(failed_steps(refused))
+    assert sorted(p.name for p in (e2i_home / "releases").iterdir()) == releases_before
+    assert _alias(settings) == version and _current(e2i_home) == release_id
+    _edit(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.65)
+
+    # 4. Another seed is another model: a second release, then its rollback.
+    _edit(config_copy, "training", ("seed",), 8)
+    # Another seed may trail the champion by more than the default tolerance.
+    _edit(config_copy, "promotion", ("quality_gate", "champion_tolerance"), 0.2)
+    second = run(defs, instance, selection=MODEL_CHAIN)
+    assert second.success, failed_steps(second)
+    new_version = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())["mlflow"][
+        "model_version"
+    ]
+    assert new_version != version and _alias(settings) == new_version
+    second_release = _current(e2i_home)
+    second_manifest = json.loads(
+        (e2i_home / "releases" / second_release / "manifest.json").read_text()
+    )
+    assert second_manifest["previous_release"] == release_id
+
+    rolled = defs.resolve_job_def("champion_rollback").execute_in_process(
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {"rollback_champion": {"config": {"reason": "e2e"}}}},
+        raise_on_error=False,
+    )
+    assert rolled.success
+    rollback_id = _current(e2i_home)
+    rollback = json.loads((e2i_home / "releases" / rollback_id / "manifest.json").read_text())
+    assert rollback["kind"] == "rollback" and rollback["reason"] == "e2e"
+    assert rollback["restores_release"] == release_id
+    assert rollback["rolled_back_release"] == second_release
+    assert _alias(settings) == version
+
+    # The command line: nothing before the first release to go back to; refused, unchanged.
+    cli = subprocess.run(
+        [sys.executable, "-m", "e2i_platform.ops.rollback", "--reason", "again"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert "has no previous release" in cli.stderr
+    assert _current(e2i_home) == rollback_id and _alias(settings) == version

@@ -1,0 +1,83 @@
+"""Parallel HPO: two worker processes share one Optuna study in the test's own
+PostgreSQL database, each running the platform's LightGBM objective (with its
+per-round pruning) and seeing the other's trials."""
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import optuna
+
+REPO = Path(__file__).resolve().parents[2]
+TRIALS_PER_WORKER = 6
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import optuna
+    import pandas as pd
+
+    from e2i_platform.settings import load_settings
+    from e2i_platform.training.hpo import objective, search_space
+    from e2i_platform.training.model_data import ModelData
+    from e2i_platform.training.study import ensure_storage, make_pruner, make_sampler
+
+    url, name, trials, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+    rng = np.random.default_rng(0)  # the same data in both workers
+    X = {s: pd.DataFrame(rng.normal(size=(n, 6)), columns=[f"f{i}" for i in range(6)])
+         for s, n in (("train", 3000), ("validation", 1000), ("test", 10))}
+    y = {s: pd.Series((x["f0"] + 0.5 * x["f1"] + rng.normal(size=len(x)) > 1).astype(int))
+         for s, x in X.items()}
+    data = ModelData(list(X["train"].columns), [], {}, X, y, {})
+    cfg = load_settings().optuna.model_copy(update={"max_boost_rounds": 120})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(
+        study_name=name,
+        storage=ensure_storage(url),
+        sampler=make_sampler(cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"seed": seed})})),
+        pruner=make_pruner(cfg),
+    )
+    mine = []
+    study.optimize(
+        objective(data, search_space(), 7, cfg.max_boost_rounds, 20),
+        n_trials=trials,
+        callbacks=[lambda s, t: mine.append(t.number)],
+    )
+    print("trials", *mine)
+    """
+)
+
+
+def test_two_workers_share_one_study_on_postgres(e2i_home, psycopg2_url):
+    from e2i_platform.training.study import ensure_storage
+
+    storage = ensure_storage(psycopg2_url)
+    optuna.create_study(study_name="shared", storage=storage, direction="maximize")
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, psycopg2_url, "shared", str(TRIALS_PER_WORKER), str(s)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in (1, 2)
+    ]
+    outputs = [w.communicate(timeout=300) for w in workers]
+    ran = []
+    for w, (out, err) in zip(workers, outputs, strict=True):
+        assert w.returncode == 0, err[-3000:]
+        (line,) = [ln for ln in out.splitlines() if ln.startswith("trials")]
+        ran.append({int(n) for n in line.split()[1:]})
+
+    study = optuna.load_study(study_name="shared", storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert len(trials) == 2 * TRIALS_PER_WORKER
+    assert sorted(t.number for t in trials) == list(range(2 * TRIALS_PER_WORKER))
+    assert all(t.state.is_finished() for t in trials)
+    # Each worker ran its own trials of the one study; none was run twice.
+    assert len(ran[0]) == len(ran[1]) == TRIALS_PER_WORKER and not ran[0] & ran[1]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert complete and all(len(t.intermediate_values) > 5 for t in complete)
