@@ -39,15 +39,15 @@ def _alias(settings) -> str:
     return str(version)
 
 
-def _signature_inputs(settings, version: str) -> list[str]:
+def _signature_inputs(settings, monkeypatch, version: str) -> list[str]:
     import mlflow
 
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(settings.under_home(settings.mlflow.tracking_uri))
-    try:
+    # Only for this lookup, and through the environment: mlflow.set_tracking_uri would
+    # also export its value (and its default, relative sqlite:///mlflow.db) to every
+    # subprocess this test starts later.
+    with monkeypatch.context() as m:
+        m.setenv("MLFLOW_TRACKING_URI", settings.under_home(settings.mlflow.tracking_uri))
         info = mlflow.models.get_model_info(f"models:/{settings.mlflow.registered_model}/{version}")
-    finally:
-        mlflow.set_tracking_uri(before)
     return info.signature.inputs.input_names()
 
 
@@ -117,7 +117,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert len(trial_runs) == sum(study["trials"].values()) == 12
     pruned_runs = [r for r in trial_runs if r.info.status == "KILLED"]
     assert len(pruned_runs) == study["trials"]["pruned"]
-    assert _signature_inputs(settings, version) == trained["features"]
+    assert _signature_inputs(settings, monkeypatch, version) == trained["features"]
 
     release_id = _current(e2i_home)
     manifest = json.loads((e2i_home / "releases" / release_id / "manifest.json").read_text())
@@ -214,5 +214,6 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
         timeout=300,
     )
     assert cli.returncode == 1, cli.stdout + cli.stderr
+    assert not (REPO / "mlflow.db").exists()  # nothing leaked into the checkout
     assert "has no previous release" in cli.stderr
     assert _current(e2i_home) == rollback_id and _alias(settings) == version
