@@ -84,12 +84,16 @@ def _verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateV
     )
 
 
+def code_location_graph(context: dg.AssetExecutionContext):
+    """The asset graph of the whole code location, also from a job built on a selection
+    (whose own graph holds only the selected checks)."""
+    graph = context.job_def.asset_layer.asset_graph
+    return getattr(graph, "source_asset_graph", graph)
+
+
 def upstream_gate_verdicts(context: dg.AssetExecutionContext) -> list[GateVerdict]:
     """Verdicts of every blocking check on every upstream asset of this asset."""
-    graph = context.job_def.asset_layer.asset_graph
-    # A job built from a selection sees only the selected checks; the gates live in the
-    # graph it was scoped from (the whole code location).
-    graph = getattr(graph, "source_asset_graph", graph)
+    graph = code_location_graph(context)
     upstream = context.assets_def.asset_deps[context.asset_key]
     verdicts = []
     for check_key in sorted(graph.get_check_keys_for_assets(upstream), key=str):

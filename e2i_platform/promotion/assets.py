@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from e2i_platform.lib.gates import gated_asset
+from e2i_platform.lib.gates import code_location_graph, gated_asset
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
@@ -54,8 +54,7 @@ def _registry_hash(instance: dg.DagsterInstance) -> str | None:
 
 def _gate_results(context: dg.AssetExecutionContext) -> dict[str, dict]:
     """The latest evaluation of every blocking check in the code location."""
-    graph = context.job_def.asset_layer.asset_graph
-    graph = getattr(graph, "source_asset_graph", graph)
+    graph = code_location_graph(context)
     out = {}
     for key in sorted(graph.asset_check_keys, key=str):
         if not graph.get_check_spec(key).blocking:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from e2i_platform.training.model_data import ModelData
 
@@ -120,7 +120,6 @@ class TrialLog:
 
     seconds: float = 0.0
     runs: int = 0
-    run_ids: list[str] = field(default_factory=list)
 
 
 def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stopping_rounds: int):
@@ -154,7 +153,7 @@ def mlflow_callback(mlflow, parent_run_id: str | None, log: TrialLog):
             final[METRIC] = trial.value
         if "best_iteration" in trial.user_attrs:
             final["best_iteration"] = trial.user_attrs["best_iteration"]
-        run_id = mlflow.log_trial(
+        mlflow.log_trial(
             parent_run_id,
             trial.number,
             trial.params,
@@ -164,8 +163,6 @@ def mlflow_callback(mlflow, parent_run_id: str | None, log: TrialLog):
         )
         log.seconds += time.perf_counter() - started
         log.runs += 1
-        if run_id:
-            log.run_ids.append(run_id)
 
     return callback
 
