@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml uv.lock | $(if $(filter .tools/bin/uv,$(UV)),.tools/bin
 install: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m e2i_platform.ops.run
+	$(PY) -m e2i_platform.ops.run $(ARGS)
 
 dev: $(STAMP)
 	DAGSTER_HOME=$$($(PY) -m e2i_platform.ops.instance) && export DAGSTER_HOME && \

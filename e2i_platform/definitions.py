@@ -37,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.ingest.assets import raw_assets
     from e2i_platform.ingest.checks import schema_checks
     from e2i_platform.ingest.sources import SourceResource
+    from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
     from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
     from e2i_platform.ops.rollback import rollback_job
@@ -52,14 +53,24 @@ def build_definitions(settings: Settings) -> dg.Definitions:
 
     home = str(settings.home)
     gen = settings.platform.generator
-    return dg.Definitions(
-        assets=[
+    # A code version on every asset (the code and its group's configuration):
+    # materializations record it, so the UI and `make run` can tell an up-to-date
+    # asset from one whose code or configuration changed.
+    versions = {group: platform_version(settings, group) for group in GROUP_SECTIONS}
+    assets = [
+        a.map_asset_specs(
+            lambda spec: spec.replace_attributes(code_version=versions[spec.group_name])
+        )
+        for a in (
             *raw_assets(),
             *validated_assets(),
             *feature_assets(),
             *training_assets(),
             *promotion_assets(),
-        ],
+        )
+    ]
+    return dg.Definitions(
+        assets=assets,
         asset_checks=[
             *schema_checks(),
             *quality_checks(),

@@ -34,6 +34,7 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
         context.log.info(f"{table}: {len(df)} rows from {loaded.source['kind']}")
         return dg.Output(
             df,
+            data_version=dg.DataVersion(loaded.version),
             metadata={
                 "source": dg.MetadataValue.json(loaded.source),
                 "source_kind": dg.MetadataValue.text(loaded.source["kind"]),

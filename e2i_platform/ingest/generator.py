@@ -12,7 +12,6 @@ Everything is vectorised with NumPy so a million journeys take seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 
@@ -20,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from e2i_platform.contract import ENUMS, INPUT_TABLES, TABLES
+from e2i_platform.ingest.spec import GeneratorSpec, floor_anchor  # noqa: F401 (re-exported)
 
 DAY = np.timedelta64(1, "D")
 SECOND = np.timedelta64(1, "s")
@@ -49,36 +49,6 @@ AGENTS = {
     "ml_predictions": ("prediction_synthesizer", "resource_optimizer"),
     "self_improvement": ("feedback_learner", "explainer"),
 }
-
-
-@dataclass(frozen=True)
-class GeneratorSpec:
-    seed: int
-    patients: int
-    hcps: int
-    history_days: int
-    anchor: datetime  # naive UTC: the end of every timeline
-
-    @property
-    def description(self) -> dict[str, object]:
-        return {
-            "seed": self.seed,
-            "patients": self.patients,
-            "hcps": self.hcps,
-            "history_days": self.history_days,
-            "anchor": self.anchor.isoformat(),
-        }
-
-
-def floor_anchor(now: datetime, floor: str) -> datetime:
-    """Floor the run time so runs within the same period regenerate identical data."""
-    if floor == "hour":
-        return now.replace(minute=0, second=0, microsecond=0)
-    if floor == "day":
-        return now.replace(hour=0, minute=0, second=0, microsecond=0)
-    if floor == "none":
-        return now.replace(microsecond=0)
-    raise ValueError(f"unknown anchor floor {floor!r} (hour, day or none)")
 
 
 def _sigmoid(x):

@@ -30,6 +30,7 @@ class LandingFileError(dg.Failure):
 class LoadedTable:
     frame: Any  # pandas.DataFrame
     source: dict[str, Any]
+    version: str  # the raw asset's data version: what the frame was made from
 
 
 def sha256_of(path: Path) -> str:
@@ -102,7 +103,7 @@ class SourceResource(dg.ConfigurableResource):
     anchor: str | None = None  # fixed ISO anchor (naive UTC); default: the run time
 
     def generator_spec(self):
-        from e2i_platform.ingest.generator import GeneratorSpec, floor_anchor
+        from e2i_platform.ingest.spec import GeneratorSpec, floor_anchor
 
         if self.anchor:
             anchor = datetime.fromisoformat(self.anchor).replace(tzinfo=None)
@@ -116,14 +117,34 @@ class SourceResource(dg.ConfigurableResource):
             anchor=anchor,
         )
 
+    def source_version(self, table: str) -> str:
+        """What `load(table)` would read, as a version, without reading it: the landing
+        file's sha256, or a hash of the generator's spec (its output is a function of
+        the spec and the code, and the code version is recorded separately)."""
+        path = landing_file(Path(self.landing_dir), table)
+        if path is not None:
+            return f"landing-{sha256_of(path)[:16]}"
+        return _generator_version(table, self.generator_spec().description)
+
     def load(self, table: str) -> LoadedTable:
         path = landing_file(Path(self.landing_dir), table)
         if path is not None:
             digest = sha256_of(path)
             frame = read_landing(path, table)
-            return LoadedTable(frame, {"kind": "landing_file", "path": str(path), "sha256": digest})
+            source = {"kind": "landing_file", "path": str(path), "sha256": digest}
+            return LoadedTable(frame, source, f"landing-{digest[:16]}")
         from e2i_platform.ingest.generator import generate
 
         spec = self.generator_spec()
         frame = generate(table, spec)
-        return LoadedTable(frame, {"kind": "generator", **spec.description})
+        description = spec.description
+        return LoadedTable(
+            frame, {"kind": "generator", **description}, _generator_version(table, description)
+        )
+
+
+def _generator_version(table: str, description: dict) -> str:
+    import json
+
+    text = json.dumps({"table": table, **description}, sort_keys=True, default=str)
+    return f"generator-{hashlib.sha256(text.encode()).hexdigest()[:16]}"

@@ -47,7 +47,7 @@ def gated_automation() -> dg.AutomationCondition:
     return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
 
-def _verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateVerdict:
+def gate_verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateVerdict:
     upstream = check_key.asset_key
     latest = instance.fetch_materializations(upstream, limit=1).records
     if not latest:
@@ -98,7 +98,7 @@ def upstream_gate_verdicts(context: dg.AssetExecutionContext) -> list[GateVerdic
     verdicts = []
     for check_key in sorted(graph.get_check_keys_for_assets(upstream), key=str):
         if graph.get_check_spec(check_key).blocking:
-            verdicts.append(_verdict(context.instance, check_key))
+            verdicts.append(gate_verdict(context.instance, check_key))
     return verdicts
 
 

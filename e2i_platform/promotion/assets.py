@@ -130,7 +130,7 @@ def champion_model(
             },
             "gates": _gate_results(context),
             "code_version": code_version(),
-            "dagster_run_id": context.run_id,
+            "dagster_run_id": context.run.run_id,
             "previous_release": current["release_id"] if current else None,
         }
         record = {**promote(home, mlflow, manifest), "decision": "promoted"}
