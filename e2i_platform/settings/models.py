@@ -236,7 +236,7 @@ class WarmStartSettings(Strict):
     max_seed_studies: int = Field(3, ge=1)
     max_seed_trials: int = Field(20, ge=0)
     # Per seeding study, when its search space differs: its best params, clipped.
-    top_k: int = Field(5, ge=1)
+    top_k: int = Field(5, ge=0)  # 0: copy trials only, re-evaluate none
 
 
 class OptunaSettings(Strict):

@@ -114,14 +114,6 @@ def fit_booster(
     return Fit(booster, curve, best[0], best[1])
 
 
-@dataclass
-class TrialLog:
-    """What the MLflow callback spent, so its share of the search can be reported."""
-
-    seconds: float = 0.0
-    runs: int = 0
-
-
 def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stopping_rounds: int):
     import optuna
 
@@ -141,41 +133,90 @@ def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stoppi
     return run
 
 
-def mlflow_callback(mlflow, parent_run_id: str | None, log: TrialLog):
-    """Log each finished trial as a nested MLflow run (params, every round's AUC, final)."""
+class TrialLog:
+    """Logs each finished trial as a nested MLflow run (params, every round's AUC, final
+    metrics) on a background thread, so the search does not wait for the tracking store.
 
-    def callback(study, trial) -> None:
-        if parent_run_id is None:
+    `callback` is the study's callback: it only copies the trial onto a queue. `close`
+    waits until every queued trial is logged and raises the first logging error: a
+    failed log fails the search, it is never dropped. `seconds` is the time the search
+    itself spent on logging (the callbacks plus the final wait), which is what tracking
+    adds to its wall time.
+    """
+
+    def __init__(self, mlflow=None, parent_run_id: str | None = None):
+        import queue
+
+        self.mlflow, self.parent = mlflow, parent_run_id
+        self.seconds = 0.0
+        self.runs = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._errors: list[tuple[int, BaseException]] = []
+        self._thread = None
+
+    def callback(self, study, trial) -> None:
+        if self.parent is None:
             return
+        import threading
+
         started = time.perf_counter()
         final = {}
         if trial.value is not None:
             final[METRIC] = trial.value
         if "best_iteration" in trial.user_attrs:
             final["best_iteration"] = trial.user_attrs["best_iteration"]
-        mlflow.log_trial(
-            parent_run_id,
-            trial.number,
-            trial.params,
-            sorted(trial.intermediate_values.items()),
-            final,
-            trial.state.name,
+        self._queue.put(
+            (
+                trial.number,
+                dict(trial.params),
+                sorted(trial.intermediate_values.items()),
+                final,
+                trial.state.name,
+            )
         )
-        log.seconds += time.perf_counter() - started
-        log.runs += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._work, name="mlflow-trials", daemon=True)
+            self._thread.start()
+        self.seconds += time.perf_counter() - started
 
-    return callback
+    def _work(self) -> None:
+        while (item := self._queue.get()) is not None:
+            number, params, intermediate, final, state = item
+            try:
+                self.mlflow.log_trial(self.parent, number, params, intermediate, final, state)
+                self.runs += 1
+            except Exception as e:  # reported by close(), with the trial it belongs to
+                self._errors.append((number, e))
+
+    def close(self, raise_errors: bool = True) -> None:
+        if self._thread is None:
+            return
+        started = time.perf_counter()
+        self._queue.put(None)
+        self._thread.join()
+        self._thread = None
+        self.seconds += time.perf_counter() - started
+        if self._errors and raise_errors:
+            number, error = self._errors[0]
+            raise RuntimeError(
+                f"MLflow logging failed for {len(self._errors)} trial(s), first trial "
+                f"{number}: {type(error).__name__}: {error}"
+            ) from error
 
 
 def best_trial(study):
-    """The best COMPLETE trial with a finite value; ties go to fewer boosting rounds,
-    then to the earlier trial. None when there is no such trial."""
+    """The best COMPLETE trial this study evaluated, with a finite value; ties go to
+    fewer boosting rounds, then to the earlier trial. Trials copied in by the warm
+    start do not count: their values were measured on another study's data. None
+    when there is no such trial."""
     from optuna.trial import TrialState
+
+    from e2i_platform.training.warm_start import COPIED_FROM
 
     usable = [
         t
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if t.value is not None and math.isfinite(t.value)
+        if t.value is not None and math.isfinite(t.value) and COPIED_FROM not in t.user_attrs
     ]
     if not usable:
         return None

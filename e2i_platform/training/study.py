@@ -20,7 +20,6 @@ from e2i_platform.training.hpo import (
     SEARCH_SPACE_VERSION,
     TrialLog,
     best_trial,
-    mlflow_callback,
     objective,
     search_space,
     trial_counts,
@@ -148,7 +147,7 @@ def run_study(
     decision = "reused" if remaining == 0 else ("resumed" if len(finished) > seeded else "new")
 
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    log = TrialLog()
+    log = TrialLog()  # replaced when trials run; empty when the study is reused
     parent = None
     baseline = study.user_attrs.get("baseline")
     if remaining:
@@ -163,13 +162,19 @@ def run_study(
                 params={"n_trials": target, "search_space": SEARCH_SPACE_VERSION, "seed": seed},
                 tags={"optuna.study": name, "optuna.decision": decision},
             )
-        study.optimize(
-            objective(data, space, seed, cfg.max_boost_rounds, cfg.early_stopping_rounds),
-            n_trials=remaining,
-            timeout=cfg.timeout_s,
-            catch=TRIAL_ERRORS,
-            callbacks=[mlflow_callback(mlflow, parent, log)] if mlflow is not None else [],
-        )
+        log = TrialLog(mlflow, parent)
+        try:
+            study.optimize(
+                objective(data, space, seed, cfg.max_boost_rounds, cfg.early_stopping_rounds),
+                n_trials=remaining,
+                timeout=cfg.timeout_s,
+                catch=TRIAL_ERRORS,
+                callbacks=[log.callback],
+            )
+        except BaseException:
+            log.close(raise_errors=False)
+            raise
+        log.close()
     ran_now = sum(
         1
         for t in study.get_trials(deepcopy=False)

@@ -18,12 +18,21 @@ weighted sum of four components, each in [0, 1]:
 With the default threshold of 0.7, a disjoint feature set or a 10x size change
 (each at most 0.65) is enough to reject a study on its own.
 
-A past study with the same search-space version donates its finished trials,
-best first (`Study.add_trials`), so a model-based sampler such as TPE is past its
-startup trials at once. A study with another search-space version only suggests
-its best parameters, clipped to the current space (`Study.enqueue_trial`): their
-old values were measured against a different space. Optuna and pandas are
-imported inside functions so this module stays cheap to import.
+Seeding does two things:
+
+- A past study with the same search-space version donates its finished trials,
+  best first (`Study.add_trials`), so a model-based sampler such as TPE is past
+  its startup trials at once. Their values were measured on the past data: they
+  steer the sampler but never become the new study's best (`hpo.best_trial`).
+- The best parameters of the seeding studies (`top_k` in all, most similar study
+  first) are queued to be evaluated again on the current data before the
+  sampler's own suggestions (`Study.enqueue_trial`). On refreshed data the old
+  optimum is the likeliest new one, and only a re-evaluation says what it is
+  worth now. A study with another search-space version donates only these, its
+  parameters clipped to the current space.
+
+Optuna and pandas are imported inside functions so this module stays cheap to
+import.
 """
 
 from __future__ import annotations
@@ -200,8 +209,9 @@ class SeedSource:
     study_name: str
     score: float
     reasons: list[str]
-    method: str  # "trials" (copied) or "top_k_params" (enqueued, clipped)
-    trials_used: int
+    method: str  # "trials" (same space: copied) or "top_k_params" (other space: clipped)
+    copied: int  # finished trials added with their past values
+    reevaluated: int  # best parameters queued for evaluation on the current data
 
 
 @dataclass
@@ -216,12 +226,13 @@ class WarmStartPlan:
     enabled: bool
     seeded: list[SeedSource] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    seed_trials: int = 0
+    seed_trials: int = 0  # copied
+    reevaluated: int = 0  # queued
     min_similarity: float = 0.7
 
     @property
     def cold_start(self) -> bool:
-        return self.seed_trials == 0
+        return self.seed_trials == 0 and self.reevaluated == 0
 
     def summary(self) -> str:
         if self.cold_start:
@@ -230,7 +241,7 @@ class WarmStartPlan:
         sources = ", ".join(f"{s.study_name} ({s.score:.2f})" for s in self.seeded)
         text = (
             f"warm start from {n} {'study' if n == 1 else 'studies'} "
-            f"({self.seed_trials} trial{'' if self.seed_trials == 1 else 's'}): {sources}"
+            f"({self.seed_trials} copied, {self.reevaluated} re-evaluated): {sources}"
         )
         return f"{text}; {len(self.rejected)} rejected" if self.rejected else text
 
@@ -256,6 +267,7 @@ class WarmStartPlan:
             "enabled": self.enabled,
             "min_similarity": self.min_similarity,
             "seed_trials": self.seed_trials,
+            "reevaluated": self.reevaluated,
             "seeded": [asdict(s) for s in self.seeded],
             "rejected": [asdict(r) for r in self.rejected],
         }
@@ -308,6 +320,7 @@ def warm_start(
             accepted.append(verdict)
 
     already = _seeded_keys(study)
+    queue_left = settings.top_k
     for c in sorted(accepted, key=lambda c: (-c.score, c.name)):
         room = settings.max_seed_trials - plan.seed_trials
         if len(plan.seeded) >= settings.max_seed_studies:
@@ -315,23 +328,27 @@ def warm_start(
                 Rejected(c.name, c.score, f"beyond max_seed_studies={settings.max_seed_studies}")
             )
             continue
-        if room <= 0:
-            plan.rejected.append(
-                Rejected(c.name, c.score, f"max_seed_trials={settings.max_seed_trials} used up")
+        same_space = c.fingerprint.search_space_version == current.search_space_version
+        if (room <= 0 or not same_space) and queue_left <= 0:
+            why = (
+                f"top_k={settings.top_k}"
+                if not same_space
+                else (f"max_seed_trials={settings.max_seed_trials} and top_k={settings.top_k}")
             )
+            plan.rejected.append(Rejected(c.name, c.score, f"{why} used up"))
             continue
-        if c.fingerprint.search_space_version == current.search_space_version:
-            method, used = "trials", _copy_trials(study, c, distributions, room, already)
-        else:
-            limit = min(room, settings.top_k)
-            method, used = "top_k_params", _enqueue_best(study, c, distributions, limit, already)
-        if used == 0:
+        copied = _copy_trials(study, c, distributions, room, already) if same_space else 0
+        queued = _enqueue_best(study, c, distributions, queue_left, already)
+        if copied + queued == 0:
             plan.rejected.append(
                 Rejected(c.name, c.score, "no trial fits the current search space")
             )
             continue
-        plan.seeded.append(SeedSource(c.name, c.score, c.reasons, method, used))
-        plan.seed_trials += used
+        method = "trials" if same_space else "top_k_params"
+        plan.seeded.append(SeedSource(c.name, c.score, c.reasons, method, copied, queued))
+        plan.seed_trials += copied
+        plan.reevaluated += queued
+        queue_left -= queued
 
     plan.rejected.sort(key=lambda r: r.study_name)
     study.set_user_attr(WARM_START_ATTR, plan.as_metadata())
@@ -380,13 +397,13 @@ def _own_finished_trials(study, maximize: bool) -> list:
     return sorted(trials, key=lambda t: (-t.value if maximize else t.value, t.number))
 
 
-def _seeded_keys(study) -> set[tuple[str, int]]:
-    """(source study, source trial) of every trial already seeded into `study`."""
+def _seeded_keys(study) -> set[tuple[str, str, int]]:
+    """(kind, source study, source trial) of everything already seeded into `study`."""
     keys = set()
     for t in study.get_trials(deepcopy=False):
-        source = t.user_attrs.get(COPIED_FROM, t.user_attrs.get(SUGGESTED_BY))
-        if source is not None:
-            keys.add((source, t.user_attrs.get(SOURCE_TRIAL)))
+        for kind in (COPIED_FROM, SUGGESTED_BY):
+            if kind in t.user_attrs:
+                keys.add((kind, t.user_attrs[kind], t.user_attrs.get(SOURCE_TRIAL)))
     return keys
 
 
@@ -402,7 +419,7 @@ def _copy_trials(study, c: _Candidate, distributions: dict, limit: int, already:
         ):
             continue
         used += 1
-        if (c.name, t.number) in already:
+        if (COPIED_FROM, c.name, t.number) in already:
             continue
         new.append(
             create_trial(
@@ -418,20 +435,30 @@ def _copy_trials(study, c: _Candidate, distributions: dict, limit: int, already:
 
 
 def _enqueue_best(study, c: _Candidate, distributions: dict, limit: int, already: set) -> int:
+    """Queue up to `limit` of `c`'s best parameter sets (clipped) for evaluation here.
+
+    Points this study already evaluates or queued are not queued twice; copied trials
+    do not count as evaluated (their values are the past data's)."""
+    from optuna.trial import TrialState
+
+    queued_or_run = [
+        t.system_attrs.get("fixed_params", t.params)
+        for t in study.get_trials(deepcopy=False)
+        if COPIED_FROM not in t.user_attrs and t.state != TrialState.FAIL
+    ]
     used = 0
-    for t in c.trials[:limit]:
-        if (c.name, t.number) in already:
+    for t in c.trials:
+        if used >= limit:
+            break
+        if (SUGGESTED_BY, c.name, t.number) in already:
             used += 1
             continue
         params = _clip_params(t.params, distributions)
-        if not params:
+        if not params or params in queued_or_run:
             continue
-        # skip_if_exists drops a point that two old trials clip to: count what was queued.
-        before = len(study.get_trials(deepcopy=False))
-        study.enqueue_trial(
-            params, user_attrs={SUGGESTED_BY: c.name, SOURCE_TRIAL: t.number}, skip_if_exists=True
-        )
-        used += len(study.get_trials(deepcopy=False)) - before
+        study.enqueue_trial(params, user_attrs={SUGGESTED_BY: c.name, SOURCE_TRIAL: t.number})
+        queued_or_run.append(params)
+        used += 1
     return used
 
 

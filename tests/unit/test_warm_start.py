@@ -125,20 +125,32 @@ def test_similar_history_is_used_and_tpe_is_model_based_at_once(storage):
     study = _new(storage, sampler=TPESampler(n_startup_trials=5, seed=0))
     plan = warm_start(study, storage, BASE, WarmStartSettings(max_seed_trials=10), SPACE)
 
-    assert not plan.cold_start and plan.seed_trials == 10
+    assert not plan.cold_start and (plan.seed_trials, plan.reevaluated) == (10, 5)
     [source] = plan.seeded
-    assert (source.study_name, source.method, source.trials_used) == ("a", "trials", 10)
+    assert (source.study_name, source.method, source.copied, source.reevaluated) == (
+        "a",
+        "trials",
+        10,
+        5,
+    )
     assert source.score >= 0.7
     meta = study.user_attrs["warm_start"]
     assert meta["mode"] == "warm"
     assert meta["seeded"][0]["study_name"] == "a" and meta["seeded"][0]["score"] >= 0.7
-    assert meta["summary"] == "warm start from 1 study (10 trials): a (1.00)"
+    assert meta["summary"] == "warm start from 1 study (10 copied, 5 re-evaluated): a (1.00)"
 
     seeded = _seeded(study)
     assert len(seeded) == 10 and all(t.state == TrialState.COMPLETE for t in seeded)
-    best_ten = sorted((t.value for t in past.trials), reverse=True)[:10]
-    assert [t.value for t in seeded] == best_ten
-    assert study.best_value == past.best_value
+    ranked = sorted(past.trials, key=lambda t: -t.value)
+    assert [t.value for t in seeded] == [t.value for t in ranked[:10]]
+    # The past best five are queued, best first, to be measured again on this data.
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.user_attrs["warm_start_trial"] for t in waiting] == [t.number for t in ranked[:5]]
+
+    study.optimize(_objective, n_trials=5)
+    reevaluated = [t for t in study.trials if "warm_start_suggested_by" in t.user_attrs]
+    assert [t.params for t in reevaluated] == [t.params for t in ranked[:5]]
+    assert all(t.state == TrialState.COMPLETE for t in reevaluated)
 
     # With 10 complete trials TPE is past its 5 startup trials: its first own trial is
     # not the random draw a cold study with the same seed makes.
@@ -148,12 +160,29 @@ def test_similar_history_is_used_and_tpe_is_model_based_at_once(storage):
     assert study.trials[-1].params["x"] != cold.trials[0].params["x"]
 
 
+def test_copied_values_never_become_the_best_trial(storage):
+    from e2i_platform.training.hpo import best_trial
+
+    _past(storage, "a")
+    study = _new(storage)
+    warm_start(study, storage, BASE, WarmStartSettings(top_k=0), SPACE)
+    assert best_trial(study) is None  # only copied trials so far: nothing measured here
+
+    def worse(trial):  # this data scores every point lower than the past data did
+        return _objective(trial) - 10
+
+    study.optimize(worse, n_trials=2)
+    best = best_trial(study)
+    assert best.number in {t.number for t in study.trials[-2:]}
+    assert best.value < min(t.value for t in _seeded(study))
+
+
 def test_sqlite_url_storage(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     _past(url, "a", n_trials=4)
     study = _new(url)
     plan = warm_start(study, url, BASE, WarmStartSettings(), SPACE)
-    assert plan.seed_trials == 4 and len(_seeded(study)) == 4
+    assert plan.seed_trials == 4 and len(_seeded(study)) == 4 and plan.reevaluated == 4
     reloaded = optuna.load_study(study_name="new", storage=url)
     assert reloaded.user_attrs["warm_start"]["mode"] == "warm"
 
@@ -237,10 +266,15 @@ def test_most_similar_first_and_limits_respected(storage):
     settings = WarmStartSettings(max_seed_trials=15, max_seed_studies=2)
     plan = warm_start(study, storage, BASE, settings, SPACE)
 
-    assert [(s.study_name, s.trials_used) for s in plan.seeded] == [("b", 12), ("c", 3)]
-    assert plan.seed_trials == 15 and len(study.trials) == 15
+    assert [(s.study_name, s.copied, s.reevaluated) for s in plan.seeded] == [
+        ("b", 12, 5),
+        ("c", 3, 0),
+    ]
+    assert plan.seed_trials == 15 and len(study.trials) == 15 + 5
     assert [(r.study_name, r.reason) for r in plan.rejected] == [("a", "beyond max_seed_studies=2")]
-    assert plan.summary() == "warm start from 2 studies (15 trials): b (1.00), c (0.98); 1 rejected"
+    assert plan.summary() == (
+        "warm start from 2 studies (15 copied, 5 re-evaluated): b (1.00), c (0.98); 1 rejected"
+    )
 
 
 def test_running_twice_seeds_nothing_twice(storage):
@@ -248,7 +282,7 @@ def test_running_twice_seeds_nothing_twice(storage):
     study = _new(storage)
     first = warm_start(study, storage, BASE, WarmStartSettings(), SPACE)
     second = warm_start(study, storage, BASE, WarmStartSettings(), SPACE)
-    assert len(study.trials) == 12
+    assert len(study.trials) == 12 + 5
     assert second.summary() == first.summary()
 
 
@@ -292,7 +326,12 @@ def test_other_search_space_enqueues_clipped_params(storage):
     plan = warm_start(study, storage, BASE, WarmStartSettings(top_k=2), space)
 
     [source] = plan.seeded
-    assert (source.study_name, source.method, source.trials_used) == ("old", "top_k_params", 2)
+    assert (source.study_name, source.method, source.copied, source.reevaluated) == (
+        "old",
+        "top_k_params",
+        0,
+        2,
+    )
     assert source.reasons == ["search space v1 != v0"]
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["warm_start_trial"] for t in waiting] == [0, 1]
