@@ -462,8 +462,9 @@ class MlflowResource(dg.ConfigurableResource):
 
         The signature is inferred from `input_example` (a small DataFrame) and the booster's
         predictions; explicit pip requirements skip MLflow's slow requirement inference. The
-        example is stored with the model (input_example.json), and MLflow checks it against
-        the saved model (a load and predict, tens of milliseconds).
+        example itself is not stored: MLflow's serving check round-trips it through JSON,
+        which drops the pandas categories the booster was trained with, so the check
+        fails and only logs a warning. The signature records the columns and types.
         The logged model is created with our client in the run's experiment and the flavor
         call gets `run_id` and `model_id`, so no fluent run is started or ended: the run's
         status is untouched.
@@ -487,7 +488,6 @@ class MlflowResource(dg.ConfigurableResource):
                 booster,
                 name=name,
                 signature=signature,
-                input_example=input_example,
                 pip_requirements=list(pip_requirements),
                 model_id=logged.model_id,
                 run_id=run_id,

@@ -325,3 +325,34 @@ def test_log_model_register_and_aliases_round_trip(tracking: MlflowResource, mon
     info = mlflow.models.get_model_info(f"models:/{MODEL}/1")
     assert info.signature is not None
     assert info.signature.inputs.input_names() == ["age", "dose", "visits"]
+
+
+def test_trial_log_logs_every_trial_in_the_background_and_surfaces_failures(
+    tracking: MlflowResource,
+):
+    import optuna
+
+    from e2i_platform.training.hpo import TrialLog
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    parent = tracking.start_study_run("study-bg", {}, {})
+    study = optuna.create_study(direction="maximize")
+    log = TrialLog(tracking, parent)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5, callbacks=[log.callback])
+    log.close()
+    c = client(tracking)
+    children = c.search_runs(
+        [c.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
+    assert log.runs == 5 and len(children) == 5
+    assert sorted(r.data.params["x"] for r in children) == sorted(
+        str(t.params["x"]) for t in study.trials
+    )
+
+    # A parent run that does not exist: each log fails in the worker; close() says so.
+    broken = TrialLog(tracking, "0" * 32)
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2, callbacks=[broken.callback])
+    with pytest.raises(
+        RuntimeError, match=r"MLflow logging failed for 2 trial\(s\), first trial 5"
+    ):
+        broken.close()
