@@ -9,6 +9,9 @@
    latency through the feature service and freshness evaluation, SQLite and Redis, vs
    plain redis-py / sqlite3 clients on the same payload. Needs Redis (E2I_TEST_REDIS_URL
    or 127.0.0.1:6379); uses its own Feast project and deletes exactly its keys.
+4. `make run` and HPO (bench/make_run.py, bench/hpo.py): cold `make run` at the default
+   size and an unchanged re-run as a share of it; warm vs cold HPO start; MLflow
+   logging as a share of a search on the cold run's real training set.
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -36,12 +39,8 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 # --- measuring ---------------------------------------------------------------------
 
 
-def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
-    """Wall seconds and peak RSS (MiB, summed over the process tree) of a command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+def peak_tree_rss(proc: subprocess.Popen, interval: float) -> int:
+    """Wait for `proc`; the peak RSS in bytes summed over its process tree."""
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -50,7 +49,17 @@ def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
             peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
         except psutil.Error:
             pass
-        time.sleep(0.01)
+        time.sleep(interval)
+    return peak
+
+
+def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MiB, summed over the process tree) of a command."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    peak = peak_tree_rss(proc, 0.01)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
@@ -292,8 +301,12 @@ def main() -> int:
         rows += bench_feature_store(args.repeat, args.entities)
     if "hpo" in groups:
         from hpo import bench_hpo
+        from make_run import bench_make_run
 
-        rows += bench_hpo(args.seeds)
+        # The HPO figures need a make run's training set: the cold run provides it.
+        with tempfile.TemporaryDirectory(prefix="e2i-bench-run-") as home:
+            rows += bench_make_run(Path(home))
+            rows += bench_hpo(args.seeds, Path(home))
     print()
     print_table(rows)
     out = REPO / "bench" / "results"
