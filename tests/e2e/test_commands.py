@@ -124,13 +124,14 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
         observed = inst.fetch_observations(dg.AssetKey("trained_model"), limit=1).records
         assert observed and observed[0].asset_observation.metadata["reused"].value is True
 
-    # A changed landing file: its raw table and everything downstream of it run again,
-    # the other sources are reused.
-    changed = good.copy()
-    changed.loc[changed.index[:5], "engagement_score"] = 9.5
-    write_landing(e2i_home, "patient_journeys", changed)
+    # A new landing file for one source: its raw table and what depends on it run again
+    # (causal_paths feeds nothing else, which keeps this step short); the rest is reused.
+    paths = generated.table("causal_paths")
+    write_landing(e2i_home, "causal_paths", paths.iloc[: len(paths) - 5])
     third = _run(e2i_home)
     assert third.returncode == 0, third.stdout + third.stderr
-    assert "ran      raw_patient_journeys: source changed: landing-" in third.stdout
+    assert "ran      raw_causal_paths: source changed: generator-" in third.stdout
+    assert "ran      causal_paths: upstream raw_causal_paths runs" in third.stdout
     assert "reused   raw_hcp_profiles: up to date" in third.stdout
-    assert "ran      patient_journeys: upstream raw_patient_journeys runs" in third.stdout
+    assert "reused   trained_model: up to date" in third.stdout
+    assert "Assets materialized (2): causal_paths, raw_causal_paths" in third.stdout
