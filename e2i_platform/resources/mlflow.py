@@ -165,6 +165,11 @@ def _secret_free(method: Callable) -> Callable:
     return wrapper
 
 
+# The experiment of a study's run, by (tracking URI, run id): a run never changes
+# experiment, and looking it up for every trial cost one more round trip per trial.
+_PARENT_EXPERIMENT: dict[tuple[str, str], str] = {}
+
+
 class MlflowResource(dg.ConfigurableResource):
     """Where runs, models and the registry go; `enabled: false` turns tracking off."""
 
@@ -393,11 +398,13 @@ class MlflowResource(dg.ConfigurableResource):
         if parent_run_id:
             tags[PARENT_RUN_TAG] = parent_run_id
         client = self._client()
-        experiment_id = (
-            client.get_run(parent_run_id).info.experiment_id
-            if parent_run_id
-            else self._experiment_id(client)
-        )
+        if not parent_run_id:
+            experiment_id = self._experiment_id(client)
+        elif (key := (self.tracking_uri, parent_run_id)) in _PARENT_EXPERIMENT:
+            experiment_id = _PARENT_EXPERIMENT[key]
+        else:  # once per study run, not once per trial
+            experiment_id = client.get_run(parent_run_id).info.experiment_id
+            _PARENT_EXPERIMENT[key] = experiment_id
         run = client.create_run(experiment_id, run_name=f"trial-{number}", tags=tags)
         run_id = run.info.run_id
         try:
