@@ -21,9 +21,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import dagster as dg
+
+from e2i_platform.lib.urls import redact_uri
 
 # MLflow's log_batch limits (mlflow.utils.validation), repeated here so that this module
 # does not import MLflow.
@@ -51,17 +53,6 @@ TRIAL_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 # Process-wide MLflow state (environment variables, the fluent tracking URI) is only ever
 # changed under this lock, and always restored.
 _GLOBAL_STATE_LOCK = threading.RLock()
-
-
-def redact_uri(uri: str) -> str:
-    """The URI without `user:password@` (and, for network URIs, without query or fragment)."""
-    parts = urlsplit(uri)
-    if not parts.netloc:
-        return uri
-    netloc = parts.netloc.rpartition("@")[2]
-    if parts.scheme.startswith("sqlite"):
-        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from e2i_platform.lib.urls import redact_uri
 from e2i_platform.training.hpo import (
     ALGORITHM,
     METRIC,
@@ -38,18 +39,6 @@ def ensure_storage(url: str):
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(url, heartbeat_interval=None)
-
-
-def safe_url(url: str) -> str:
-    """A storage URL without its password (for metadata and logs)."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def make_sampler(cfg):
@@ -201,7 +190,7 @@ def run_study(
         mlflow.end_run(parent)
     record = {
         "study_name": name,
-        "storage": safe_url(storage_url),
+        "storage": redact_uri(storage_url),
         "identity": identity,
         "decision": decision,
         "trials_run_now": ran_now,

@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from e2i_platform.lib.urls import redact_uri
 from e2i_platform.resources.mlflow import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
@@ -22,7 +23,6 @@ from e2i_platform.resources.mlflow import (
     SKIPPED_METRICS_TAG,
     MlflowResource,
     _batches,
-    redact_uri,
     sqlite_path,
 )
 
@@ -356,3 +356,9 @@ def test_trial_log_logs_every_trial_in_the_background_and_surfaces_failures(
         RuntimeError, match=r"MLflow logging failed for 2 trial\(s\), first trial 5"
     ):
         broken.close()
+
+
+def test_optuna_storage_urls_are_shown_without_password():
+    assert redact_uri("postgresql+psycopg2://opt:s3cret@db:5432/optuna?sslmode=require") == (
+        "postgresql+psycopg2://db:5432/optuna"
+    )
