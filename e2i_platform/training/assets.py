@@ -2,6 +2,7 @@
 and its evaluation (which the promotion gates check)."""
 
 from enum import Enum
+from typing import get_args
 
 import dagster as dg
 
@@ -9,6 +10,7 @@ from e2i_platform.lib.gates import gated_asset
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
+from e2i_platform.settings.models import RunMode as RunModeSetting
 
 
 @gated_asset(
@@ -62,11 +64,8 @@ def training_dataset(
     )
 
 
-class RunMode(Enum):
-    reuse_if_exists = "reuse_if_exists"
-    force_new = "force_new"
-    resume_if_incomplete = "resume_if_incomplete"
-    continue_from_previous = "continue_from_previous"
+# The Launchpad offers the modes config/training.yaml accepts, as a choice.
+RunMode = Enum("RunMode", {mode: mode for mode in get_args(RunModeSetting)})
 
 
 class RunModeConfig(dg.Config):

@@ -40,14 +40,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
+
+from e2i_platform.settings.models import RunMode
 
 MODEL_FILE = "model.txt"
 METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 REQUIRED_FILES = (MODEL_FILE, METRICS_FILE, METADATA_FILE)
 
-MODES = ("reuse_if_exists", "force_new", "resume_if_incomplete", "continue_from_previous")
+MODES: tuple[str, ...] = get_args(RunMode)
 DEFAULT_LIBRARIES = ("lightgbm", "scikit-learn", "optuna", "mlflow", "pandas", "numpy", "feast")
 NOT_INSTALLED = "not-installed"
 
