@@ -8,6 +8,11 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1]
 
+# Tags Dagster writes on every materialization of a versioned asset.
+DATA_VERSION_TAG = "dagster/data_version"
+CODE_VERSION_TAG = "dagster/code_version"
+INPUT_VERSION_PREFIX = "dagster/input_data_version/"
+
 
 @cache
 def code_version(exclude: tuple[str, ...] = ()) -> str:

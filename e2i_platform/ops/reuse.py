@@ -24,10 +24,7 @@ import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
 from e2i_platform.lib.gates import gate_verdict
-
-DATA_VERSION_TAG = "dagster/data_version"
-CODE_VERSION_TAG = "dagster/code_version"
-INPUT_VERSION_PREFIX = "dagster/input_data_version/"
+from e2i_platform.lib.versions import CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_VERSION_PREFIX
 
 
 @dataclass(frozen=True)

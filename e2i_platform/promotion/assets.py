@@ -5,51 +5,29 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from e2i_platform.lib.gates import code_location_graph, gated_asset
+from e2i_platform.lib.versions import DATA_VERSION_TAG
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
 
-# Whose data versions a release records: every gated input on the way to the model.
-PROVENANCE_ASSETS = (
-    "hcp_profiles",
-    "patient_journeys",
-    "treatment_events",
-    "triggers",
-    "business_metrics",
-    "patient_features",
-    "hcp_features",
-    "trigger_features",
-    "market_features",
-    "feature_registry",
-    "online_features",
-    "training_dataset",
-    "hpo_study",
-    "trained_model",
-    "model_evaluation",
-)
 
-
-def _latest_data_versions(instance: dg.DagsterInstance) -> dict[str, dict]:
-    out = {}
-    for name in PROVENANCE_ASSETS:
-        records = instance.fetch_materializations(dg.AssetKey(name), limit=1).records
-        if not records:
-            out[name] = {"data_version": None, "run_id": None}
-            continue
-        event = records[0].asset_materialization
-        out[name] = {
-            "data_version": (event.tags or {}).get("dagster/data_version"),
-            "run_id": records[0].run_id,
+def _provenance(context: dg.AssetExecutionContext) -> tuple[dict[str, dict], str | None]:
+    """The latest data version (and run) of every asset upstream of this one, read in one
+    query, and the feature registry's hash from the same events."""
+    graph = code_location_graph(context)
+    upstream = sorted(graph.get_ancestor_asset_keys(context.asset_key), key=str)
+    latest = context.instance.get_latest_materialization_events(upstream)
+    versions: dict[str, dict] = {}
+    for key in upstream:
+        event = latest.get(key)
+        tags = (event.asset_materialization.tags or {}) if event else {}
+        versions[key.to_user_string()] = {
+            "data_version": tags.get(DATA_VERSION_TAG),
+            "run_id": event.run_id if event else None,
         }
-    return out
-
-
-def _registry_hash(instance: dg.DagsterInstance) -> str | None:
-    records = instance.fetch_materializations(dg.AssetKey("feature_registry"), limit=1).records
-    if not records:
-        return None
-    value = records[0].asset_materialization.metadata.get("registry_hash")
-    return value.value if value is not None else None
+    registry = latest.get(dg.AssetKey("feature_registry"))
+    value = registry.asset_materialization.metadata.get("registry_hash") if registry else None
+    return versions, value.value if value is not None else None
 
 
 def _gate_results(context: dg.AssetExecutionContext) -> dict[str, dict]:
@@ -88,7 +66,7 @@ def champion_model(
     """The model that passed every promotion gate becomes champion: the MLflow alias
     `champion` moves to its registered version and a release manifest is written to
     `$E2I_HOME/releases/<release_id>/manifest.json` with full provenance (data versions
-    of the gated inputs, feature views and registry hash, params, metrics, every gate
+    of every upstream asset, feature views and registry hash, params, metrics, every gate
     result, code version, MLflow run and model version, previous release). The same
     model already champion makes no new release, and says so."""
     from e2i_platform.lib.versions import code_version
@@ -102,6 +80,7 @@ def champion_model(
         record = {**current, "decision": "unchanged: this model is already the champion"}
     else:
         metric_keys = ("roc_auc", "pr_auc", "brier", "precision_at_threshold")
+        data_versions, registry_hash = _provenance(context)
         manifest = {
             "release_id": new_release_id("promotion"),
             "kind": "promotion",
@@ -123,11 +102,8 @@ def champion_model(
                 "region_auc_gap": model_evaluation["region_auc_gap"],
                 "p95_ms": model_evaluation["latency"]["p95_ms"],
             },
-            "data_versions": _latest_data_versions(context.instance),
-            "features": {
-                "feature_service": service_spec(),
-                "registry_hash": _registry_hash(context.instance),
-            },
+            "data_versions": data_versions,
+            "features": {"feature_service": service_spec(), "registry_hash": registry_hash},
             "gates": _gate_results(context),
             "code_version": code_version(),
             "dagster_run_id": context.run.run_id,

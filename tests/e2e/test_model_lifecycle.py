@@ -132,6 +132,12 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
         assert manifest["gates"][f"model_evaluation.{gate}"]["passed"] is True
     assert manifest["gates"]["online_features.freshness"]["passed"] is True
     assert manifest["data_versions"]["training_dataset"]["data_version"]
+    # Every upstream asset, down to the sources; nothing the model does not depend on.
+    recorded = manifest["data_versions"]
+    assert recorded["raw_patient_journeys"]["data_version"].startswith("generator-")
+    assert {"model_evaluation", "trained_model", "hpo_study", "online_features"} <= set(recorded)
+    assert "causal_paths" not in recorded and "champion_model" not in recorded
+    assert all(v["data_version"] and v["run_id"] for v in recorded.values())
     assert manifest["features"]["registry_hash"]
     assert manifest["code_version"]
     scores = latest_metadata(instance, "patient_risk_scores")
