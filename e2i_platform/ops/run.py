@@ -110,24 +110,20 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
     evaluated = {}
     if result:
         evaluated = {e.asset_check_key: e for e in result.get_asset_check_evaluations()}
-    graph = defs.resolve_asset_graph()
-    for key in sorted(graph.asset_check_keys, key=str):
-        label = f"{key.asset_key.to_user_string()}.{key.name}"
-        ev = evaluated.get(key)
-        if ev is not None:
-            verdict = "PASS" if ev.passed else f"FAIL ({ev.severity.value})"
-            print(f"  {verdict:<12} {label}: {ev.description}")
-            continue
-        record = instance.get_latest_asset_check_evaluation_record(key)
-        if (
-            record is None
-            or record.evaluation is None
-            or key.asset_key not in {dg_key(d.asset) for d in reused}
-        ):
-            continue
-        ev = record.evaluation
+    reused_assets = {d.asset for d in reused}
+    for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=str):
+        ev, suffix = evaluated.get(key), ""
+        if ev is None:
+            # Not evaluated in this run: show the kept result of a reused asset.
+            if key.asset_key.to_user_string() not in reused_assets:
+                continue
+            record = instance.get_latest_asset_check_evaluation_record(key)
+            if record is None or record.evaluation is None:
+                continue
+            ev, suffix = record.evaluation, f" [reused, run {record.run_id[:8]}]"
         verdict = "PASS" if ev.passed else f"FAIL ({ev.severity.value})"
-        print(f"  {verdict:<12} {label}: {ev.description} [reused, run {record.run_id[:8]}]")
+        label = f"{key.asset_key.to_user_string()}.{key.name}"
+        print(f"  {verdict:<12} {label}: {ev.description}{suffix}")
     if result:
         for event in result.all_events:
             if event.is_step_failure:
@@ -136,12 +132,6 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
                     f"{event.step_failure_data.error.message.strip().splitlines()[0]}"
                 )
     return result is None or result.success
-
-
-def dg_key(name: str):
-    import dagster as dg
-
-    return dg.AssetKey.from_user_string(name)
 
 
 if __name__ == "__main__":

@@ -100,6 +100,7 @@ def run_study(
     import optuna
 
     from e2i_platform.training.warm_start import (
+        COPIED_FROM,
         FINGERPRINT_ATTR,
         dataset_fingerprint,
         warm_start,
@@ -131,7 +132,7 @@ def run_study(
         plan = warm_start(study, storage, current, cfg.warm_start, space).as_metadata()
     else:
         plan = study.user_attrs.get("warm_start", {"mode": "unknown", "summary": "not recorded"})
-    seeded = sum(1 for t in finished if "warm_start_from" in t.user_attrs)
+    seeded = sum(1 for t in finished if COPIED_FROM in t.user_attrs)
     remaining = max(0, target - (len(finished) - seeded))
     decision = "reused" if remaining == 0 else ("resumed" if len(finished) > seeded else "new")
 
