@@ -5,13 +5,33 @@ restated here. Models coerce: the raw `schema` gate asks "can these rows be
 typed and do they obey every rule?", and the validated assets store exactly the
 typed frame that the gate accepted. Pandera is imported lazily by callers of
 `dataframe_model` so the definitions load without it.
+
+Coercion never changes a value. Pandera's own coercion is a plain `astype`, which
+truncates 12.5 to 12 in an int column, wraps 1e20 to -2**63, reads an integer as
+epoch nanoseconds in a datetime column and reports some unparsable dates without
+naming a row. So `validate` first types the int, float and datetime columns
+itself (`type_losslessly`, vectorised) and reports every value that cannot be
+typed exactly as a `coerce_dtype('<dtype>')` failure of its column and row, with
+the raw value; Pandera then sees exactly typed columns (with a stand-in for each
+such value, and whatever it reports about a stand-in dropped from the report).
+
+Text (CSV landing files) is parsed strictly: integers from numeric text with an
+integral value, floats from numeric text (exactly, as Python's `float` reads it),
+datetimes from ISO 8601 text (an offset is converted to naive UTC, as is a
+timezone-aware column). Booleans are not numbers, and numbers are not datetimes.
+
+Beyond coercion: every float column must be finite (`finite`), and, when
+`validate` is given the run time, every datetime column not marked `future_ok`
+must not be later than now + tolerance (`not_after_now+<tolerance>`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from e2i_platform.contract.coercion import type_losslessly
 from e2i_platform.contract.tables import Column, Table, table
 
 if TYPE_CHECKING:
@@ -83,6 +103,8 @@ def dataframe_model(name: str) -> type[pa.DataFrameModel]:
         namespace[col.name] = _field(col)
         if col.luhn_prefix is not None:
             namespace[f"_luhn_{col.name}"] = _luhn_check(pa, col)
+        if col.dtype == "float" and col.finite:
+            namespace[f"_finite_{col.name}"] = _finite_check(pa, col)
     for i, rule in enumerate(spec.rules):
         namespace[f"_rule_{i}"] = _row_rule(pa, rule)
 
@@ -104,6 +126,19 @@ def _luhn_check(pa, col: Column):
     return pa.check(col.name, name=f"luhn({col.luhn_prefix})")(check)
 
 
+def _finite_check(pa, col: Column):
+    def check(cls, series):
+        import numpy as np
+        import pandas as pd
+
+        if series.dtype.kind != "f":  # not typed: the coercion failure says why
+            return pd.Series(True, index=series.index)
+        return np.isfinite(series)  # nulls are dropped first (ignore_na)
+
+    check.__name__ = f"_finite_{col.name}"
+    return pa.check(col.name, name="finite")(check)
+
+
 def _row_rule(pa, rule):
     def check(cls, df):
         return rule.holds(df)
@@ -112,6 +147,130 @@ def _row_rule(pa, rule):
     return pa.dataframe_check(name=rule.name)(check)
 
 
-def validate(name: str, df):
-    """Validate lazily and return the coerced frame; raises pandera SchemaErrors."""
-    return dataframe_model(name).validate(df, lazy=True)
+def coerce_check_name(dtype: str) -> str:
+    """The check name of a value that cannot be typed as the contract dtype."""
+    return f"coerce_dtype('{PANDAS_DTYPES[dtype]}')"
+
+
+def future_check_name(tolerance: dt.timedelta) -> str:
+    """The check name of a time later than the run time plus `tolerance`."""
+    return f"not_after_now+{tolerance}"
+
+
+def validate(
+    name: str,
+    df,
+    now: dt.datetime | None = None,
+    future_tolerance: dt.timedelta | None = None,
+):
+    """Validate lazily and return the coerced frame; raises pandera SchemaErrors.
+
+    `now` (naive UTC, the run time) turns on the rule that no datetime column of
+    the past (`future_ok` false) holds a value later than `now + future_tolerance`
+    (default zero); without `now` that rule is not applied. Lossless coercion and
+    finiteness always apply.
+    """
+    import pandera.pandas as pa
+
+    spec = table(name)
+    typed, lossy = type_losslessly(spec, df)
+    schema = _schema(name, now, future_tolerance)
+    try:
+        # A frame typed here is a private (shallow) copy: Pandera replaces its columns
+        # rather than copying it again, which would re-consolidate every column.
+        validated = schema.validate(typed, lazy=True, inplace=typed is not df)
+    except pa.errors.SchemaErrors as exc:
+        if not lossy:
+            raise
+        raise _with_coercion_failures(schema, spec, df, lossy, exc.schema_errors) from None
+    if lossy:
+        raise _with_coercion_failures(schema, spec, df, lossy, [])
+    return validated
+
+
+def _schema(name: str, now: dt.datetime | None, tolerance: dt.timedelta | None):
+    """The table's schema, plus the not-in-the-future check when the run time is given."""
+    schema = dataframe_model(name).to_schema()
+    if now is None:
+        return schema
+    import pandas as pd
+    import pandera.pandas as pa
+
+    tolerance = pd.Timedelta(tolerance or 0).to_pytimedelta()
+    limit = pd.Timestamp(now)
+    if limit.tzinfo is not None:
+        limit = limit.tz_convert("UTC").tz_localize(None)
+    limit = limit + tolerance
+    check_name = future_check_name(tolerance)
+    updates = {
+        col.name: {
+            "checks": [
+                *schema.columns[col.name].checks,
+                pa.Check(lambda s: s <= limit, name=check_name, ignore_na=True),
+            ]
+        }
+        for col in table(name).columns
+        if col.dtype == "datetime" and not col.future_ok and col.name in schema.columns
+    }
+    return schema.update_columns(updates) if updates else schema
+
+
+def _with_coercion_failures(schema, spec: Table, data, lossy: dict[str, Any], errors: list):
+    """One SchemaErrors: the values that cannot be typed, plus Pandera's other failures.
+
+    A failure Pandera reports on a stand-in (for a value that cannot be typed: a row
+    rule, or the null, dtype and range failures of a null stand-in) is a consequence
+    of the coercion failure already reported for that cell, so it is dropped.
+    """
+    import pandas as pd
+    import pandera.pandas as pa
+    from pandera.errors import SchemaError, SchemaErrorReason
+
+    bad_rows = {col: pd.Index(cases["index"]) for col, cases in lossy.items()}
+    rule_columns = {r.name: r.columns for r in spec.rules}
+    kept = []
+    for err in errors:
+        fc = err.failure_cases
+        check = getattr(err.check, "name", err.check)
+        if isinstance(fc, pd.DataFrame) and "index" in fc.columns:
+            if check in rule_columns:
+                concerned = [c for c in rule_columns[check] if c in bad_rows]
+                drop = pd.Series(False, index=fc.index)
+                for c in concerned:
+                    drop |= fc["index"].isin(bad_rows[c])
+            elif "column" in fc.columns:
+                drop = pd.Series(False, index=fc.index)
+                for c, rows in bad_rows.items():
+                    drop |= (fc["column"] == c) & fc["index"].isin(rows)
+            else:
+                col = err.column_name if err.column_name is not None else err.schema.name
+                drop = fc["index"].isin(bad_rows[col]) if col in bad_rows else None
+            if drop is not None and drop.any():
+                if drop.all():
+                    continue
+                err.failure_cases = fc[~drop.to_numpy()].reset_index(drop=True)
+        else:
+            col = err.column_name if err.column_name is not None else err.schema.name
+            if col in bad_rows and err.reason_code in (
+                SchemaErrorReason.WRONG_DATATYPE,
+                SchemaErrorReason.DATATYPE_COERCION,
+                SchemaErrorReason.CHECK_ERROR,
+            ):
+                continue
+        kept.append(err)
+    mine = []
+    for col, cases in lossy.items():
+        dtype = spec.column(col).dtype
+        mine.append(
+            SchemaError(
+                schema.columns[col],
+                data,
+                f"{len(cases)} value(s) of column {col!r} cannot be typed as "
+                f"{PANDAS_DTYPES[dtype]} without changing them",
+                failure_cases=cases,
+                check=coerce_check_name(dtype),
+                reason_code=SchemaErrorReason.DATATYPE_COERCION,
+                column_name=col,
+            )
+        )
+    return pa.errors.SchemaErrors(schema, mine + kept, data)

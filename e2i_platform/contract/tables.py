@@ -117,6 +117,13 @@ class Column:
     max: float | None = None
     pattern: str | None = None
     luhn_prefix: str | None = None
+    # Datetime columns hold observations of the past: a value later than the run time
+    # (plus the configured tolerance) is a schema failure unless the column is marked
+    # `future_ok` (a planned or expected time). No column is today.
+    future_ok: bool = False
+    # Float columns must be finite (no inf or -inf; NaN is a null, governed by
+    # `nullable`) unless marked `finite=False`. No column allows infinities today.
+    finite: bool = True
 
     @property
     def allowed(self) -> tuple[Any, ...] | None:
@@ -481,6 +488,10 @@ def _check_integrity() -> None:
         for c in t.columns:
             if c.enum and c.enum not in ENUMS:
                 raise ValueError(f"{t.name}.{c.name}: unknown enum {c.enum!r}")
+            if c.future_ok and c.dtype != "datetime":
+                raise ValueError(f"{t.name}.{c.name}: future_ok applies to datetime columns")
+            if not c.finite and c.dtype != "float":
+                raise ValueError(f"{t.name}.{c.name}: finite=False applies to float columns")
         for fk in t.foreign_keys:
             parent = TABLES[fk.table].column_names
             bad = fk.ref_column not in parent or (

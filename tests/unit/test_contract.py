@@ -1,11 +1,16 @@
 """The contract is self-consistent and the generator honours it."""
 
+from dataclasses import replace
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
+from pandera.errors import SchemaErrors
 
 from e2i_platform.contract import ENUMS, INPUT_TABLES, LABEL_DERIVED, TABLES
 from e2i_platform.contract.pandera_models import luhn_valid, validate
+from e2i_platform.contract.tables import Column
 from e2i_platform.ingest.generator import Generator
 
 
@@ -99,3 +104,69 @@ def test_generator_scales_linearly_enough(size):
     g = Generator(default_spec(patients=size, hcps=100))
     assert len(g.table("patient_journeys")) == size
     assert np.unique(g.table("patient_journeys")["patient_journey_id"]).size == size
+
+
+def test_times_are_of_the_past_and_floats_finite_unless_the_contract_says_otherwise():
+    """No column is marked today: every datetime is an observation of the past and
+    every float must be finite."""
+    for t in TABLES.values():
+        for c in t.columns:
+            assert c.future_ok is False, f"{t.name}.{c.name}"
+            assert c.finite is True, f"{t.name}.{c.name}"
+
+
+@pytest.mark.parametrize(
+    ("column", "message"),
+    [
+        (Column("n", "int", "a count", future_ok=True), "future_ok applies to datetime"),
+        (Column("t", "datetime", "a time", finite=False), "finite=False applies to float"),
+    ],
+)
+def test_integrity_rejects_a_flag_on_the_wrong_dtype(monkeypatch, column, message):
+    from e2i_platform.contract import tables
+
+    odd = replace(tables.TRIGGERS, name="odd", columns=(*tables.TRIGGERS.columns, column))
+    monkeypatch.setitem(tables.TABLES, "odd", odd)
+    with pytest.raises(ValueError, match=message):
+        tables._check_integrity()
+
+
+def test_columns_marked_future_ok_or_not_finite_are_exempt(monkeypatch, generated):
+    """The exemptions are explicit contract attributes, honoured by the Pandera model."""
+    from e2i_platform.contract import pandera_models, tables
+
+    flagged = tuple(
+        replace(c, future_ok=True)
+        if c.name == "trigger_timestamp"
+        else replace(c, finite=False, max=None)  # an unbounded float that may be inf
+        if c.name == "confidence_score"
+        else c
+        for c in tables.TRIGGERS.columns
+    )
+    monkeypatch.setitem(
+        tables.TABLES,
+        "planned_triggers",
+        replace(tables.TRIGGERS, name="planned_triggers", columns=flagged),
+    )
+    df = generated.table("triggers").copy()
+    df.at[0, "trigger_timestamp"] = pd.Timestamp("2099-01-01")
+    df.at[1, "confidence_score"] = np.inf
+    now = generated.spec.anchor
+    try:
+        typed = validate("planned_triggers", df, now=now, future_tolerance=timedelta(0))
+        assert typed.at[1, "confidence_score"] == np.inf
+        with pytest.raises(SchemaErrors) as exc:  # the unflagged contract refuses both
+            validate("triggers", df, now=now, future_tolerance=timedelta(0))
+        checks = set(exc.value.failure_cases["check"])
+        assert {"finite", "not_after_now+0:00:00"} <= checks
+    finally:
+        pandera_models.dataframe_model.cache_clear()
+
+
+def test_validate_returns_exactly_typed_values(generated):
+    """What the gate accepts is what the validated assets store: typed, unchanged."""
+    df = generated.table("hcp_profiles").copy()
+    df["decile"] = df["decile"].astype("float64")  # integral floats: lossless
+    typed = validate("hcp_profiles", df)
+    assert typed["decile"].dtype == "int64"
+    assert (typed["decile"].to_numpy() == generated.table("hcp_profiles")["decile"]).all()

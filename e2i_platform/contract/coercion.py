@@ -1,0 +1,353 @@
+"""Typing raw values without changing any: the contract's int, float and datetime
+columns typed from text or loose dtypes, every value that cannot be typed exactly
+returned as a failure (see `contract.pandera_models`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from e2i_platform.contract.tables import Column, Table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+_INT64_MAX = 2**63 - 1
+_EXACT_INT_IN_FLOAT = 2**53  # beyond this a float cannot represent every integer
+
+
+def type_losslessly(spec: Table, df) -> tuple[Any, dict[str, Any]]:
+    """Type the int, float and datetime columns of `df` without changing any value.
+
+    Returns the frame to hand to Pandera (the input itself when nothing needed
+    typing) and, per column with values that cannot be typed exactly, a frame of
+    failure cases (`index`, `failure_case` = the raw value). In the returned frame
+    such values are stand-ins (`_stand_in`), the rest of the column exactly typed.
+    Vectorised: Python runs value by value only on what the vectorised parse leaves
+    undecided (text that is not a plain number: usually just the failing values) and
+    on object columns that mix Python types (never the case for a landing file).
+    """
+    import pandas as pd
+
+    typed = None
+    lossy: dict[str, Any] = {}
+    for col in spec.columns:
+        if col.name not in df.columns or col.dtype not in _TYPERS:
+            continue
+        raw = df[col.name]
+        if not isinstance(raw, pd.Series):  # duplicated labels: Pandera reports them
+            continue
+        values, bad = _TYPERS[col.dtype](raw)
+        if values is raw:
+            continue
+        if bad is not None and bad.any():
+            lossy[col.name] = pd.DataFrame(
+                {"index": raw.index[bad], "failure_case": raw[bad].astype(object).to_numpy()}
+            )
+            values = _stand_in(col, values, bad)
+        if typed is None:
+            typed = df.copy(deep=False)
+        typed[col.name] = values
+    return (df if typed is None else typed), lossy
+
+
+def _stand_in(col: Column, values: pd.Series, bad):
+    """Put a value that satisfies the column's own checks where a value cannot be typed.
+
+    Pandera then has nothing to say about those cells (a null there would make it
+    build a null failure per cell, slowly, only for the report to drop it); what it
+    still says about them (a row rule) is dropped by `_with_coercion_failures`. The
+    frame never leaves `validate`: a coercion failure always raises.
+    """
+    import math
+
+    import numpy as np
+    import pandas as pd
+
+    if col.unique:  # a stand-in could duplicate a real value: leave the null
+        return values
+    if col.dtype == "datetime":
+        stand_in: Any = pd.Timestamp("1970-01-01")
+    elif col.allowed:
+        stand_in = col.allowed[0]
+    elif col.min is not None:
+        stand_in = math.ceil(col.min) if col.dtype == "int" else col.min
+    elif col.max is not None:
+        stand_in = math.floor(col.max) if col.dtype == "int" else col.max
+    else:
+        stand_in = 0
+    values = values.where(~bad, stand_in)
+    if col.dtype == "int" and not values.isna().any():
+        values = values.astype(np.int64)
+    elif col.dtype == "float":
+        values = values.astype(np.float64)
+    return values
+
+
+def _inferred(s: pd.Series) -> str:
+    """What an object column holds: pandas' C-level type inference."""
+    from pandas.api.types import infer_dtype
+
+    return infer_dtype(s, skipna=True)
+
+
+def _as_object(s: pd.Series) -> pd.Series:
+    """Object values with NaN for missing (string and categorical dtypes included)."""
+    import numpy as np
+    import pandas as pd
+
+    return pd.Series(s.to_numpy(dtype=object, na_value=np.nan), index=s.index, name=s.name)
+
+
+def _python_kind_mask(s: pd.Series, kinds: tuple[type, ...]):
+    """Element-wise isinstance: only for object columns that mix Python types."""
+    import numpy as np
+
+    return np.fromiter((isinstance(v, kinds) for v in s.to_numpy()), dtype=bool, count=len(s))
+
+
+def _is_number(v) -> bool:
+    import numpy as np
+
+    return isinstance(v, int | float | np.integer | np.floating) and not isinstance(
+        v, bool | np.bool_
+    )
+
+
+def _resolve_int(v) -> int | None:
+    """One value the vectorised parse left undecided: its exact integer, or None."""
+    import math
+
+    import numpy as np
+
+    if isinstance(v, str):
+        try:
+            n = int(v)
+        except ValueError:
+            try:
+                f = float(v)
+            except ValueError:
+                return None
+            if not (math.isfinite(f) and f.is_integer() and abs(f) <= _EXACT_INT_IN_FLOAT):
+                return None
+            n = int(f)
+    elif _is_number(v):
+        if isinstance(v, int | np.integer):
+            n = int(v)
+        else:
+            f = float(v)
+            if not (math.isfinite(f) and f.is_integer()):
+                return None
+            n = int(f)
+    else:
+        return None
+    return n if -(2**63) <= n <= _INT64_MAX else None
+
+
+def _resolve_float(v) -> float | None:
+    """One value the vectorised parse left undecided: its float, or None."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return None
+    if _is_number(v):
+        try:
+            f = float(v)
+        except OverflowError:
+            return None
+        return f if not isinstance(v, int) or int(f) == v else None
+    return None
+
+
+# What Python's float() reads besides digits, signs, points, exponents and spaces.
+_NUMBER_WORDS = ("nan", "inf", "infinity")
+_NOT_NUMBER_CHARS = r"[^\s0-9+\-._eE]"
+
+
+def _certainly_not_number_text(obj: pd.Series, candidates):
+    """Of the `candidates` (text pandas could not parse), those that Python's float()
+    rejects too, found vectorised (Arrow regex): any character no number is written
+    with, other than the words nan/inf/infinity. The rest are resolved value by value,
+    so a column of garbage costs no Python per row."""
+    import numpy as np
+    import pandas as pd
+
+    out = np.zeros(len(obj), dtype=bool)
+    if not candidates.any():
+        return out
+    text = pd.Series(obj.to_numpy()[candidates]).astype("string[pyarrow]")
+    words = text.str.strip().str.lower().str.lstrip("+-").isin(_NUMBER_WORDS)
+    foreign = text.str.contains(_NOT_NUMBER_CHARS, regex=True) & ~words
+    out[np.flatnonzero(candidates)] = foreign.fillna(True).to_numpy(dtype=bool)
+    return out
+
+
+def _int_column(s: pd.Series, values, bad, null):
+    """The int64 column, or float64 with NaN where a value is bad (see `_stand_in`) or null."""
+    import numpy as np
+    import pandas as pd
+
+    if not bad.any() and not null.any():
+        return pd.Series(values.astype(np.int64), index=s.index, name=s.name), bad
+    out = values.astype(np.float64)
+    out[bad | null] = np.nan
+    return pd.Series(out, index=s.index, name=s.name), bad
+
+
+def _to_int(s: pd.Series):
+    """int64 values and the mask of values that are not integers within int64."""
+    import numpy as np
+    import pandas as pd
+
+    if s.dtype == np.int64:
+        return s, None
+    n = len(s)
+    kind = s.dtype.kind
+    if kind in "iu":
+        v = s.to_numpy()
+        bad = v > _INT64_MAX if kind == "u" else np.zeros(n, dtype=bool)
+        return _int_column(s, np.where(bad, 0, v), bad, np.zeros(n, dtype=bool))
+    obj = s if kind in "fO" else _as_object(s)
+    what = "floating" if kind == "f" else "" if kind in "bmM" else _inferred(obj)
+    if kind in "bmM" or what == "boolean":  # flags and times are not numbers
+        bad = s.notna().to_numpy()
+        return pd.Series(np.nan, index=s.index, name=s.name), bad
+    if what in ("string", "integer"):
+        try:  # Python's int() per value: exact, and raises on anything else
+            return obj.astype(np.int64), None
+        except (TypeError, ValueError, OverflowError):
+            pass
+    null = obj.isna().to_numpy()
+    values = np.zeros(n, dtype=np.int64)
+    if what in ("string", "floating", "mixed-integer-float", "decimal"):
+        if what == "string":
+            v = pd.to_numeric(obj, errors="coerce").to_numpy(dtype=np.float64)
+            exact = 1e15  # pandas' fast parser reads integers of up to 15 digits exactly
+        else:
+            v = obj.to_numpy(dtype=np.float64)
+            exact = 2**63
+        with np.errstate(invalid="ignore"):
+            integral = np.isfinite(v) & (np.floor(v) == v)
+            ok = ~null & integral & (np.abs(v) < exact)
+        values[ok] = v[ok].astype(np.int64)
+        if what != "string":  # typed numbers: what is not integral within range is bad
+            return _int_column(s, values, ~null & ~ok, null)
+        # Text: a fraction or an infinity is bad as parsed; large integers are read
+        # exactly below; text pandas cannot parse is screened (vectorised) first.
+        parsed = ~np.isnan(v)
+        bad = ~null & parsed & ~integral
+        unparsed = ~null & ~parsed
+        bad |= _certainly_not_number_text(obj, unparsed)
+        undecided = (unparsed & ~bad) | (~null & integral & ~ok)
+    else:  # objects of mixed Python types: value by value
+        bad = np.zeros(n, dtype=bool)
+        undecided = ~null
+    raw = obj.to_numpy()
+    for i in np.flatnonzero(undecided):
+        r = _resolve_int(raw[i])
+        if r is None:
+            bad[i] = True
+        else:
+            values[i] = r
+    return _int_column(s, values, bad, null)
+
+
+def _to_float(s: pd.Series):
+    """float64 values (exactly as written) and the mask of values that are not numbers."""
+    import numpy as np
+    import pandas as pd
+
+    if s.dtype == np.float64:
+        return s, None
+    n = len(s)
+    kind = s.dtype.kind
+    if kind == "f":
+        return s.astype(np.float64), None
+    if kind in "iu":
+        v = s.to_numpy()
+        f = v.astype(np.float64)
+        bad = np.zeros(n, dtype=bool)
+        big = np.abs(f) >= _EXACT_INT_IN_FLOAT
+        if big.any():  # rare: compare exactly, in Python integers
+            kept = [int(x) == int(float(x)) for x in v[big].tolist()]
+            bad[np.flatnonzero(big)] = ~np.array(kept, dtype=bool)
+        f[bad] = np.nan
+        return pd.Series(f, index=s.index, name=s.name), bad
+    obj = s if kind == "O" else _as_object(s)
+    what = "" if kind in "bmM" else _inferred(obj)
+    if kind in "bmM" or what == "boolean":  # flags and times are not numbers
+        bad = s.notna().to_numpy()
+        return pd.Series(np.nan, index=s.index, name=s.name), bad
+    if what in ("string", "floating", "integer", "mixed-integer-float", "decimal", "empty"):
+        try:  # Python's float() per value: exact (pandas' fast parser may round)
+            return obj.astype(np.float64), None
+        except (TypeError, ValueError, OverflowError):
+            pass
+    null = obj.isna().to_numpy()
+    bad = np.zeros(n, dtype=bool)
+    if what == "string":
+        undecided = ~null & pd.to_numeric(obj, errors="coerce").isna().to_numpy()
+        bad = _certainly_not_number_text(obj, undecided)
+        undecided &= ~bad
+    else:  # objects of mixed Python types: value by value
+        undecided = ~null
+    resolved = {}
+    raw = obj.to_numpy()
+    for i in np.flatnonzero(undecided):
+        r = _resolve_float(raw[i])
+        if r is None:
+            bad[i] = True
+        else:
+            resolved[i] = r
+    decided = obj.where(~undecided, np.nan)
+    try:
+        values = decided.astype(np.float64).to_numpy()
+    except (TypeError, ValueError, OverflowError):
+        values = pd.to_numeric(decided, errors="coerce").to_numpy(dtype=np.float64)
+    for i, r in resolved.items():
+        values[i] = r
+    values[bad] = np.nan
+    return pd.Series(values, index=s.index, name=s.name), bad
+
+
+def _to_datetime(s: pd.Series):
+    """Naive-UTC datetime64[ns] values and the mask of values that are not datetimes."""
+    import numpy as np
+    import pandas as pd
+
+    dtype = s.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+        dtype = s.dtype
+    if dtype == "datetime64[ns]":
+        return s, None
+    if dtype.kind == "M":  # another unit: values outside the nanosecond range cannot be typed
+        bad = ((s < pd.Timestamp.min) | (s > pd.Timestamp.max)).to_numpy()
+        return s.where(~bad).astype("datetime64[ns]"), bad
+    if dtype.kind in "biufm":  # numbers are not datetimes (an epoch in which unit?)
+        bad = s.notna().to_numpy()
+        return pd.Series(pd.NaT, index=s.index, dtype="datetime64[ns]"), bad
+    obj = _as_object(s) if dtype.kind != "O" else s
+    what = _inferred(obj)
+    not_datetime = np.zeros(len(s), dtype=bool)
+    if what in ("integer", "floating", "mixed-integer-float", "decimal", "boolean"):
+        not_datetime = obj.notna().to_numpy()
+    elif what not in ("string", "datetime", "datetime64", "date", "empty"):
+        not_datetime = _python_kind_mask(obj, (bool, int, float, np.number, dt.timedelta))
+    if not_datetime.any():
+        obj = obj.where(~not_datetime)
+    parsed = pd.to_datetime(obj, errors="coerce", format="ISO8601", utc=True)
+    parsed = parsed.dt.tz_localize(None).astype("datetime64[ns]")
+    unparsed = parsed.isna().to_numpy()
+    if unparsed.any():
+        unparsed &= obj.notna().to_numpy()
+        # pandas' own spellings of a missing time are nulls, not failures
+        unparsed[unparsed] = ~obj[unparsed].isin(_NULL_TIME_TEXT).to_numpy()
+    return parsed, not_datetime | unparsed
+
+
+_NULL_TIME_TEXT = ("", "NaT", "nat", "NAT", "NaN", "nan", "NAN")
+_TYPERS = {"int": _to_int, "float": _to_float, "datetime": _to_datetime}
