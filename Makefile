@@ -10,13 +10,14 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run dev feast test test-preflight test-unit test-integration test-e2e bench lint clean
+.PHONY: help install run dev feast rollback test test-preflight test-unit test-integration test-e2e bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
 	@echo "make test   - install (first time) and run the test lanes"
 	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
 	@echo "make feast ARGS=plan - the Feast CLI on feature_repo/ with the platform's settings"
+	@echo "make rollback REASON=\"...\" - make the previous release's model champion again"
 	@echo "make bench  - benchmarks;  make lint - ruff;  make clean - remove .venv and .e2i"
 
 .tools/bin/uv:
@@ -36,6 +37,11 @@ run: $(STAMP)
 dev: $(STAMP)
 	DAGSTER_HOME=$$($(PY) -m e2i_platform.ops.instance) && export DAGSTER_HOME && \
 	  $(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+
+# Restore the previous release (recorded as a release and a champion_model materialization).
+rollback: $(STAMP)
+	@test -n "$(REASON)" || { echo 'make rollback needs REASON="why"' >&2; exit 2; }
+	$(PY) -m e2i_platform.ops.rollback --reason "$(REASON)"
 
 # The Feast CLI on feature_repo/ with the platform's settings, e.g. make feast ARGS=plan
 feast: $(STAMP)

@@ -11,7 +11,8 @@
    or 127.0.0.1:6379); uses its own Feast project and deletes exactly its keys.
 4. `make run` and HPO (bench/make_run.py, bench/hpo.py): cold `make run` at the default
    size and an unchanged re-run as a share of it; warm vs cold HPO start; MLflow
-   logging as a share of a search on the cold run's real training set.
+   logging as a share of a search on the cold run's real training set; the gates'
+   guard per gated step against that step's own time in the cold run (bench/guard.py).
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -300,12 +301,15 @@ def main() -> int:
 
         rows += bench_feature_store(args.repeat, args.entities)
     if "hpo" in groups:
+        from guard import bench_guard
         from hpo import bench_hpo
         from make_run import bench_make_run
 
-        # The HPO figures need a make run's training set: the cold run provides it.
+        # The guard and HPO figures need a make run's instance and training set: the cold
+        # run provides them.
         with tempfile.TemporaryDirectory(prefix="e2i-bench-run-") as home:
             rows += bench_make_run(Path(home))
+            rows += bench_guard(Path(home))
             rows += bench_hpo(args.seeds, Path(home))
     print()
     print_table(rows)

@@ -37,6 +37,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     from e2i_platform.ingest.assets import raw_assets
     from e2i_platform.ingest.checks import schema_checks
     from e2i_platform.ingest.sources import SourceResource
+    from e2i_platform.lib.gates import gated_automation_sensor
     from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
     from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
@@ -69,6 +70,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
             *promotion_assets(),
         )
     ]
+    config = ConfigResource(config_dir=str(settings.config_dir), env=settings.env)
     return dg.Definitions(
         assets=assets,
         asset_checks=[
@@ -86,12 +88,15 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 settings.feast.full_refresh_interval_hours,
             ),
         ],
-        sensors=[freshness_sensor(settings.feast.sensor_interval_seconds)],
+        sensors=[
+            freshness_sensor(settings.feast.sensor_interval_seconds),
+            gated_automation_sensor(),
+        ],
         resources={
-            "warehouse": WarehouseIOManager(home=home),
-            "records": RecordIOManager(home=home),
+            "warehouse": WarehouseIOManager(home=home, e2i_config=config),
+            "records": RecordIOManager(home=home, e2i_config=config),
             "mlflow": mlflow_resource(settings),
-            "e2i_config": ConfigResource(config_dir=str(settings.config_dir), env=settings.env),
+            "e2i_config": config,
             "feast": FeastResource(
                 home=home,
                 project=settings.platform.feature_store.project,

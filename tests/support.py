@@ -7,7 +7,31 @@ from pathlib import Path
 
 import dagster as dg
 
+from e2i_platform.lib.gates import gated_asset
 from e2i_platform.settings import Settings
+
+
+@gated_asset(name="journey_consumer", deps=["patient_journeys"], group_name="test")
+def journey_consumer(context) -> int:
+    """Stands in for anything downstream of the validated journeys (the feature assets)."""
+    return 1
+
+
+def edit_yaml(config_dir: Path, name: str, path: tuple[str, ...], value) -> None:
+    """Set one key of config/<name>.yaml (a test's writable copy)."""
+    import yaml
+
+    file = config_dir / f"{name}.yaml"
+    data = yaml.safe_load(file.read_text())
+    node = data
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    file.write_text(yaml.safe_dump(data))
+
+
+def current_release(home: Path) -> str:
+    return (home / "releases" / "CURRENT").read_text().strip()
 
 
 def write_landing(home: Path, table: str, df, fmt: str = "parquet") -> Path:

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import dagster as dg
 
 from e2i_platform.features.specs import VIEWS
+from e2i_platform.lib.gate_checks import gate_check
 from e2i_platform.lib.gate_results import gate_result
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
@@ -40,6 +41,7 @@ def evaluate_freshness(feast: FeastResource, settings, now: datetime | None = No
             settings.limits(view).max_age_hours,
             settings.limits(view).warning_hours,
             settings.sample_size,
+            settings.limits(view).max_missing_share,
         )
         for view in VIEWS
     ]
@@ -75,10 +77,9 @@ def freshness_gate(results: list, now: datetime) -> dg.AssetCheckResult:
     )
 
 
-@dg.asset_check(
+@gate_check(
     asset="online_features",
     name="freshness",
-    blocking=True,
     description=(
         "Per feature view: registry coverage (latest materialized window end), source "
         "freshness (newest offline event) and serving freshness (event times stored online, "

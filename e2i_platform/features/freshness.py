@@ -88,6 +88,7 @@ def view_freshness(
     max_age_hours: float,
     warning_hours: float,
     sample_size: int,
+    max_missing_share: float = 0.0,
 ) -> ViewFreshness:
     now_ts = pd.Timestamp(now)
     limits = {"max_age_hours": max_age_hours, "warning_hours": warning_hours}
@@ -141,9 +142,20 @@ def view_freshness(
     worst = max(measured["serving_max_age_hours"], measured["coverage_age_hours"])
     status = _status(worst, warning_hours, max_age_hours)
     reason = f"oldest clock {worst:.2f} h (warning > {warning_hours} h, stale > {max_age_hours} h)"
-    if measured["missing"] and status == "fresh":
+    missing_share = measured["missing"] / len(sample)
+    if missing_share > max_missing_share:
+        # Serving would read nothing for these entities: as bad as stale values.
+        status = "stale"
+        reason = (
+            f"{measured['missing']} of {len(sample)} sampled entities missing online "
+            f"({missing_share:.1%} > {max_missing_share:.1%} tolerated)"
+        )
+    elif measured["missing"] and status == "fresh":
         status = "warning"
-        reason = f"{measured['missing']} of {len(sample)} sampled entities missing online"
+        reason = (
+            f"{measured['missing']} of {len(sample)} sampled entities missing online "
+            f"(within the {max_missing_share:.1%} tolerated)"
+        )
     return ViewFreshness(view, status, reason, **limits, **measured)
 
 

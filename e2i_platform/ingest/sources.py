@@ -17,6 +17,7 @@ from typing import Any
 import dagster as dg
 
 from e2i_platform.contract import table as contract_table
+from e2i_platform.lib.versions import sha256_file
 
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
@@ -31,14 +32,6 @@ class LoadedTable:
     frame: Any  # pandas.DataFrame
     source: dict[str, Any]
     version: str  # the raw asset's data version: what the frame was made from
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def landing_file(landing_dir: Path, table: str) -> Path | None:
@@ -123,13 +116,13 @@ class SourceResource(dg.ConfigurableResource):
         the spec and the code, and the code version is recorded separately)."""
         path = landing_file(Path(self.landing_dir), table)
         if path is not None:
-            return f"landing-{sha256_of(path)[:16]}"
+            return f"landing-{sha256_file(path)[:16]}"
         return _generator_version(table, self.generator_spec().description)
 
     def load(self, table: str) -> LoadedTable:
         path = landing_file(Path(self.landing_dir), table)
         if path is not None:
-            digest = sha256_of(path)
+            digest = sha256_file(path)
             frame = read_landing(path, table)
             source = {"kind": "landing_file", "path": str(path), "sha256": digest}
             return LoadedTable(frame, source, f"landing-{digest[:16]}")

@@ -1,155 +1,178 @@
-"""Gates that hold across runs.
+"""Gates that hold across runs, for every entry point.
 
 Dagster's blocking checks skip downstream steps only within the run that
 evaluated them; a later run that selects just the child would happily consume
 data a gate rejected (dagster issue #17332). `gated_asset` closes that hole: an
-asset built with it first asks the instance, for every blocking check on each
-of its upstream assets, for the latest evaluation and compares it with that
-upstream's latest materialization. Anything but a pass of the current data —
-a failure, a check that never ran, one that ran on older data or did not finish
-— refuses the run with an error that names the gate, its asset and its result.
+asset built with it first judges, for every blocking check on each of its
+upstream assets, whether the latest evaluation still holds for what exists now
+(`lib.verdicts.judge`: the same materializations, configuration, moment and
+published value). Anything else refuses the run with an error that names the
+gate, its asset and why.
 
-The same assets get `eager() & all_deps_blocking_checks_passed()` so automation
-respects the gates too. UI runs, CLI runs, schedules and sensors all execute the
-asset body, so the guard covers every entry point.
+Automation applies the same rule (`GateVerdictHolds`, evaluated on the user code
+server by `gated_automation_sensor`), and so does the `make run` planner.
 """
 
-import functools
-import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-
-@dataclass(frozen=True)
-class GateVerdict:
-    check: dg.AssetCheckKey
-    passed: bool
-    reason: str
-
-    @property
-    def label(self) -> str:
-        return f"{self.check.name} on {self.check.asset_key.to_user_string()}"
+from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
+from e2i_platform.lib.signatures import with_context_and_config
+from e2i_platform.lib.verdicts import (
+    UNMANAGED,
+    Expected,
+    GateVerdict,
+    judge,
+    latest_materializations,
+)
+from e2i_platform.resources.config import ConfigResource
 
 
 class GateClosed(dg.Failure):
     """An upstream gate has not passed for the data this asset would read."""
 
 
-# Statuses of a check execution that produced an evaluation (planned / in-progress /
-# skipped runs did not).
-_COMPLETED = ("SUCCEEDED", "FAILED")
+def expected_now(settings, graph) -> Expected:
+    """What verdicts must match now, for a code location's graph and configuration."""
+    from e2i_platform.lib.versions import judged_version
+    from e2i_platform.resources.publication import Publications
 
-
-def gated_automation() -> dg.AutomationCondition:
-    return dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-
-
-def gate_verdict(instance: dg.DagsterInstance, check_key: dg.AssetCheckKey) -> GateVerdict:
-    upstream = check_key.asset_key
-    latest = instance.fetch_materializations(upstream, limit=1).records
-    if not latest:
-        return GateVerdict(check_key, False, "its asset has never been materialized")
-    materialization = latest[0]
-    record = instance.get_latest_asset_check_evaluation_record(check_key)
-    if record is None:
-        return GateVerdict(check_key, False, "it has never been evaluated")
-    if record.status.value not in _COMPLETED:
-        return GateVerdict(
-            check_key,
-            False,
-            f"its latest evaluation (run {record.run_id}) did not complete "
-            f"(status {record.status.value})",
-        )
-    evaluation = record.evaluation
-    target = evaluation.target_materialization_data if evaluation else None
-    if target is None or target.storage_id != materialization.storage_id:
-        evaluated = f"run {target.run_id}" if target else "no materialization"
-        return GateVerdict(
-            check_key,
-            False,
-            f"it has not evaluated the latest materialization (run {materialization.run_id}); "
-            f"its latest evaluation was for {evaluated}",
-        )
-    if evaluation.passed:
-        return GateVerdict(check_key, True, f"passed in run {record.run_id}")
-    if evaluation.severity == dg.AssetCheckSeverity.WARN:
-        # WARN informs and never blocks, in the run or across runs.
-        return GateVerdict(check_key, True, f"warned (not blocking) in run {record.run_id}")
-    summary = evaluation.description or "failed"
-    return GateVerdict(
-        check_key, False, f"its latest result is FAILED (ERROR) in run {record.run_id}: {summary}"
+    pubs = Publications(Path(settings.home) / "warehouse")
+    return Expected(
+        config_version=lambda key: judged_version(settings, key),
+        reads=lambda key: check_reads(graph, key),
+        published=lambda asset: (
+            pubs.published_run(asset.to_user_string()) if publishes(graph, asset) else UNMANAGED
+        ),
     )
 
 
-def code_location_graph(context: dg.AssetExecutionContext):
-    """The asset graph of the whole code location, also from a job built on a selection
-    (whose own graph holds only the selected checks)."""
-    graph = context.job_def.asset_layer.asset_graph
-    return getattr(graph, "source_asset_graph", graph)
+def verdicts_for(
+    instance: dg.DagsterInstance, graph, settings, check_keys: Iterable[dg.AssetCheckKey]
+) -> list[GateVerdict]:
+    """Verdicts of `check_keys`, the latest materializations they need read in one query."""
+    check_keys = list(check_keys)
+    assets = {k.asset_key for k in check_keys}
+    assets |= {a for k in check_keys for a in check_reads(graph, k)}
+    latest = latest_materializations(instance, assets)
+    expected = expected_now(settings, graph)
+    return [judge(instance, key, expected, latest) for key in check_keys]
 
 
-def upstream_gate_verdicts(context: dg.AssetExecutionContext) -> list[GateVerdict]:
-    """Verdicts of every blocking check on every upstream asset of this asset."""
-    graph = code_location_graph(context)
-    upstream = context.assets_def.asset_deps[context.asset_key]
-    verdicts = []
-    for check_key in sorted(graph.get_check_keys_for_assets(upstream), key=str):
-        if graph.get_check_spec(check_key).blocking:
-            verdicts.append(gate_verdict(context.instance, check_key))
-    return verdicts
+# Verdicts judged per step, so the first input a step loads and its body share them.
+_JUDGED: dict[tuple[str, str], list[GateVerdict] | GateClosed] = {}
 
 
-def require_upstream_gates(context: dg.AssetExecutionContext) -> list[GateVerdict]:
-    verdicts = upstream_gate_verdicts(context)
+def guard_step(step, settings) -> list[GateVerdict]:
+    """Judge every blocking check on every upstream asset of the asset a step computes;
+    raise `GateClosed` naming each closed gate. Called before the step reads any input
+    (by the IO manager) and again by the body (for assets that load nothing)."""
+    memo = (step.run_id, step.step.key)
+    if len(_JUDGED) > 1000:  # refused steps never reach their body: keep this bounded
+        _JUDGED.clear()
+    if memo in _JUDGED:
+        known = _JUDGED[memo]
+        if isinstance(known, GateClosed):
+            raise known
+        return known
+    graph = location_graph(step.job_def)
+    (asset,) = step.assets_def.keys
+    upstream = step.assets_def.asset_deps[asset]
+    verdicts = verdicts_for(step.instance, graph, settings, blocking_checks(graph, upstream))
     closed = [v for v in verdicts if not v.passed]
     if closed:
         lines = [f"gate {v.label}: {v.reason}" for v in closed]
-        raise GateClosed(
+        _JUDGED[memo] = GateClosed(
             description=(
-                f"{context.asset_key.to_user_string()} refused to run: an upstream gate has not "
+                f"{asset.to_user_string()} refused to run: an upstream gate has not "
                 "passed for the current data.\n  "
                 + "\n  ".join(lines)
                 + "\nFix the data (or rerun the gate) and materialize again."
             ),
             metadata={"closed_gates": dg.MetadataValue.json([v.label for v in closed])},
         )
+        raise _JUDGED[memo]
+    _JUDGED[memo] = verdicts
     return verdicts
 
 
-def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
-    """`@dg.asset` whose body runs only when every upstream blocking gate passed.
+def require_upstream_gates(context: dg.AssetExecutionContext, settings) -> list[GateVerdict]:
+    step = context.op_execution_context.get_step_execution_context()
+    try:
+        return guard_step(step, settings)
+    finally:
+        _JUDGED.pop((step.run_id, step.step.key), None)  # the body is the step's last use
 
-    The gate verdicts are added to the asset's metadata, so a materialization shows
-    which gate results it relied on.
+
+class GateVerdictHolds(dg.AutomationCondition[dg.AssetCheckKey]):
+    """True for a blocking check whose latest verdict holds now (`lib.verdicts.judge`):
+    the guard's rule, so automation never requests what the guard would refuse and
+    never stalls on a WARN the guard lets through."""
+
+    @property
+    def name(self) -> str:
+        return "gate_verdict_holds"
+
+    def evaluate(self, context):
+        from e2i_platform.settings import load_settings
+
+        (verdict,) = verdicts_for(
+            context.asset_graph_view.instance, context.asset_graph, load_settings(), [context.key]
+        )
+        subset = context.candidate_subset if verdict.passed else context.get_empty_subset()
+        return dg.AutomationResult(context=context, true_subset=subset)
+
+
+def gated_automation() -> dg.AutomationCondition:
+    """eager(), but only while every upstream blocking gate's verdict holds (or the gate
+    is evaluated in the same tick: the run then blocks in-run)."""
+    gates_hold = dg.AutomationCondition.all_deps_match(
+        dg.AutomationCondition.all_checks_match(
+            GateVerdictHolds() | dg.AutomationCondition.will_be_requested(), blocking_only=True
+        ).with_label("all_blocking_verdicts_hold")
+    ).with_label("all_deps_gate_verdicts_hold")
+    return dg.AutomationCondition.eager() & gates_hold
+
+
+def gated_automation_sensor() -> dg.AutomationConditionSensorDefinition:
+    # The gates' condition is Python of ours: it must run where the code is.
+    return dg.AutomationConditionSensorDefinition(
+        "gated_automation_sensor",
+        target=dg.AssetSelection.all(),
+        use_user_code_server=True,
+        description="Declarative automation of every asset, with the gates' verdict rule.",
+    )
+
+
+def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """`@dg.asset` whose body runs only when every upstream blocking gate's verdict holds.
+
+    The verdicts are added to the asset's metadata, so a materialization shows which
+    gate results it relied on. The configuration resource is added when the asset does
+    not ask for it: the verdicts are judged against the configuration in force.
     """
     asset_kwargs.setdefault("automation_condition", gated_automation())
 
     def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
-        signature = inspect.signature(fn)
-        params = list(signature.parameters.values())
-        takes_context = bool(params) and params[0].name == "context"
+        flags: dict[str, bool] = {}
 
-        def guarded(context: dg.AssetExecutionContext, **kwargs: Any) -> Any:
-            verdicts = require_upstream_gates(context)
+        def guarded(context: dg.AssetExecutionContext, e2i_config: ConfigResource, **kwargs):
+            verdicts = require_upstream_gates(context, e2i_config.settings())
             context.add_output_metadata(
                 {"upstream_gates": dg.MetadataValue.json({v.label: v.reason for v in verdicts})}
             )
-            return fn(context, **kwargs) if takes_context else fn(**kwargs)
+            if flags["config"]:
+                kwargs["e2i_config"] = e2i_config
+            return fn(context, **kwargs) if flags["context"] else fn(**kwargs)
 
-        functools.update_wrapper(guarded, fn)
-        # Dagster reads the parameters (inputs, resources, config) from the signature: show
-        # the asset's own, with the context the guard needs in front.
-        if not takes_context:
-            context_param = inspect.Parameter(
-                "context",
-                inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                annotation=dg.AssetExecutionContext,
-            )
-            signature = signature.replace(parameters=[context_param, *params])
-        guarded.__signature__ = signature  # type: ignore[attr-defined]
+        flags["context"], flags["config"] = with_context_and_config(
+            guarded, fn, dg.AssetExecutionContext
+        )
         return dg.asset(**asset_kwargs)(guarded)
 
     return decorate

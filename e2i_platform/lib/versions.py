@@ -53,6 +53,15 @@ def platform_version(settings, group: str) -> str:
     return digest.hexdigest()[:16]
 
 
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in blocks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def frame_version(df) -> str:
     """sha256 (16 hex) of a DataFrame's columns, dtypes and values."""
     import pandas as pd
@@ -60,4 +69,33 @@ def frame_version(df) -> str:
     digest = hashlib.sha256()
     digest.update(repr([(c, str(t)) for c, t in df.dtypes.items()]).encode())
     digest.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def judged_config(settings, check_key) -> object:
+    """The configuration a check applies: what its verdict is judged under. A check
+    this does not know has no version, and its verdict never holds."""
+    name, asset = check_key.name, check_key.asset_key.to_user_string()
+    if name == "schema":
+        return {"future_tolerance_minutes": settings.quality.future_tolerance_minutes}
+    if name == "expectations":
+        return settings.quality.tables[asset].model_dump(mode="json")
+    if name == "references_resolve":
+        return None  # the contract's foreign keys: code
+    if name == "freshness":
+        return settings.feast.model_dump(mode="json", include={"freshness", "views", "sample_size"})
+    if name == "no_leakage":
+        return settings.training.model_dump(mode="json", include={"leakage", "dataset"})
+    if name in type(settings.promotion).model_fields:
+        return getattr(settings.promotion, name).model_dump(mode="json")
+    raise KeyError(f"no configuration is known for check {name} on {asset}")
+
+
+def judged_version(settings, check_key) -> str:
+    """Version (16 hex) of a check's code and of the configuration it applies."""
+    import json
+
+    digest = hashlib.sha256(code_version(exclude=("ops",)).encode())
+    digest.update(f"{settings.env}|{check_key.name}".encode())
+    digest.update(json.dumps(judged_config(settings, check_key), sort_keys=True).encode())
     return digest.hexdigest()[:16]

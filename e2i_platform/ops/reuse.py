@@ -7,13 +7,17 @@ An asset is up to date when its latest materialization
   landing file's hash or the generator spec's, `SourceResource.source_version`),
 - for anything else: consumed the data versions its upstream assets have now,
   and none of those upstream assets is about to run again,
-- and passed every blocking check of its own on that materialization (a failed
-  or missing gate is re-run: the cause may have been transient, such as a store
-  that was down).
+- has every blocking gate of its own holding now, by the guard's rule
+  (`lib.verdicts`: the same materializations of everything the gate read, the same
+  configuration, not expired, the judged value published); a gate that does not
+  hold is re-run (the cause may have been transient, such as a store that was
+  down, or a moment that passed);
+- and still has its stored value: the published file with its recorded sha256, the
+  model file, the release manifest (`ops.stored`).
 
-Everything else runs, with the reason. The decision reads only the instance's
-event log and the sources' fingerprints, so an unchanged re-run costs a few
-queries instead of the whole graph.
+Everything else runs, with the reason. The decision reads the instance's event
+log, the sources' fingerprints and the stored values' hashes, so an unchanged
+re-run costs a few queries and file reads instead of the whole graph.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ from dataclasses import dataclass
 import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
-from e2i_platform.lib.gates import gate_verdict
+from e2i_platform.lib.gates import expected_now
+from e2i_platform.lib.graph import blocking_checks, check_reads
+from e2i_platform.lib.verdicts import judge, latest_materializations
 from e2i_platform.lib.versions import CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_VERSION_PREFIX
+from e2i_platform.ops.stored import stored_value_problem
 
 
 @dataclass(frozen=True)
@@ -36,10 +43,34 @@ class Decision:
     run_id: str | None = None
 
 
+def plan_order(graph, keys) -> list[dg.AssetKey]:
+    """Upstream first, where a check's reads count as upstream of the checked asset (a
+    gate that reads `hcp_profiles` is judged again when `hcp_profiles` runs)."""
+    keys = set(keys)
+    parents = {
+        k: (
+            set(graph.get(k).parent_keys)
+            | {r for c in blocking_checks(graph, [k]) for r in check_reads(graph, c)}
+        )
+        & keys
+        for k in keys
+    }
+    order: list[dg.AssetKey] = []
+    done: set[dg.AssetKey] = set()
+    while len(order) < len(keys):
+        ready = sorted((k for k in keys - done if parents[k] <= done), key=str)
+        if not ready:
+            raise ValueError(f"cycle among {sorted(map(str, keys - done))}")
+        order += ready
+        done |= set(ready)
+    return order
+
+
 def plan_run(
     defs: dg.Definitions,
     instance: dg.DagsterInstance,
     source,
+    settings,
     forced: dict[str, str] | None = None,
 ) -> list[Decision]:
     """A decision for every asset of `defs`, upstream first; `forced` names assets
@@ -51,30 +82,26 @@ def plan_run(
     versions: dict[dg.AssetKey, str | None] = {}
     materializable = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
     latest = instance.get_latest_materialization_events(materializable)  # one query
-    for level in graph.toposorted_asset_keys_by_level:
-        for key in sorted(level, key=lambda k: k.to_user_string()):
-            node = graph.get(key)
-            if not node.is_materializable:
-                continue
-            event = latest.get(key)
-            tags = (event.asset_materialization.tags or {}) if event else {}
-            versions[key] = tags.get(DATA_VERSION_TAG)
-            reason = forced.get(key.to_user_string()) or _why_run(
-                key, node, tags, event, graph, instance, source, raw_tables, decisions, versions
+    records = latest_materializations(instance, materializable)  # one query
+    plan = _Plan(graph, instance, source, settings, raw_tables, decisions, versions, records)
+    for key in plan_order(graph, materializable):
+        event = latest.get(key)
+        tags = (event.asset_materialization.tags or {}) if event else {}
+        versions[key] = tags.get(DATA_VERSION_TAG)
+        name = key.to_user_string()
+        reason = forced.get(name) or plan.why_run(key, tags, event)
+        decisions[key] = (
+            Decision(name, True, reason)
+            if reason
+            else Decision(
+                name,
+                False,
+                f"up to date: data version {(versions[key] or '?')[:16]} "
+                f"from run {event.run_id[:8]}",
+                versions[key],
+                event.run_id,
             )
-            name = key.to_user_string()
-            decisions[key] = (
-                Decision(name, True, reason)
-                if reason
-                else Decision(
-                    name,
-                    False,
-                    f"up to date: data version {(versions[key] or '?')[:16]} "
-                    f"from run {event.run_id[:8]}",
-                    versions[key],
-                    event.run_id,
-                )
-            )
+        )
     return list(decisions.values())
 
 
@@ -88,33 +115,58 @@ def run_mode_forces(run_mode: str) -> dict[str, str]:
     return {}
 
 
-def _why_run(key, node, tags, event, graph, instance, source, raw_tables, decisions, versions):
-    name = key.to_user_string()
-    if event is None:
-        return "never materialized"
-    if tags.get(CODE_VERSION_TAG) != node.code_version:
-        return "code or configuration changed since its last materialization"
-    if name in raw_tables:
-        now = source.source_version(raw_tables[name])
-        if tags.get(DATA_VERSION_TAG) != now:
-            return f"source changed: {tags.get(DATA_VERSION_TAG)} -> {now}"
-    for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string()):
-        if parent not in decisions:
-            continue  # not an asset this job materializes
-        if decisions[parent].run:
-            return f"upstream {parent.to_user_string()} runs"
-        consumed = tags.get(INPUT_VERSION_PREFIX + parent.to_user_string())
-        if consumed != versions[parent]:
-            return (
-                f"upstream {parent.to_user_string()} changed since "
-                f"({consumed} -> {versions[parent]})"
-            )
-    for check_key in sorted(graph.get_check_keys_for_assets({key}), key=str):
-        if graph.get_check_spec(check_key).blocking:
-            verdict = gate_verdict(instance, check_key)
+@dataclass
+class _Plan:
+    graph: object
+    instance: dg.DagsterInstance
+    source: object
+    settings: object
+    raw_tables: dict
+    decisions: dict
+    versions: dict
+    records: dict
+
+    def __post_init__(self):
+        self.expected = expected_now(self.settings, self.graph)
+
+    def why_run(self, key, tags, event) -> str | None:
+        graph, decisions, versions = self.graph, self.decisions, self.versions
+        name = key.to_user_string()
+        node = graph.get(key)
+        if event is None:
+            return "never materialized"
+        if tags.get(CODE_VERSION_TAG) != node.code_version:
+            return "code or configuration changed since its last materialization"
+        if name in self.raw_tables:
+            now = self.source.source_version(self.raw_tables[name])
+            if tags.get(DATA_VERSION_TAG) != now:
+                return f"source changed: {tags.get(DATA_VERSION_TAG)} -> {now}"
+        for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string()):
+            if parent not in decisions:
+                continue  # not an asset this job materializes
+            if decisions[parent].run:
+                return f"upstream {parent.to_user_string()} runs"
+            consumed = tags.get(INPUT_VERSION_PREFIX + parent.to_user_string())
+            if consumed != versions[parent]:
+                return (
+                    f"upstream {parent.to_user_string()} changed since "
+                    f"({consumed} -> {versions[parent]})"
+                )
+        closed = []
+        for check_key in blocking_checks(graph, [key]):
+            for read in sorted(check_reads(graph, check_key), key=str):
+                if read in decisions and decisions[read].run:
+                    return f"gate {check_key.name} reads {read.to_user_string()}, which runs"
+            verdict = judge(self.instance, check_key, self.expected, self.records)
             if not verdict.passed:
-                return f"gate {check_key.name}: {verdict.reason}"
-    return None
+                closed.append(verdict)
+        if closed:
+            # A gate closed only because another one has not passed: name the other one.
+            first = min(closed, key=lambda v: v.unpublished)
+            return f"gate {first.check.name}: {first.reason}"
+        if problem := stored_value_problem(graph, key, event.run_id, self.settings):
+            return f"stored value: {problem}"
+        return None
 
 
 def report_reuse(instance: dg.DagsterInstance, decisions: list[Decision], why: str) -> None:

@@ -4,7 +4,11 @@
     python -m e2i_platform.ops.rollback --reason "..."
 
 Both restore the previous release's model as champion (MLflow alias and
-releases/CURRENT) and record the rollback in a new release manifest.
+releases/CURRENT), record the rollback in a new release manifest, and record it on
+the asset graph: a `champion_model` materialization whose value is the rollback
+release, so `patient_risk_scores` re-scores with the restored model, `make run`
+keeps it, and `champion_model` never promotes the rolled-back model again on its
+own. The command line runs the same job on the platform's Dagster instance.
 """
 
 import argparse
@@ -17,13 +21,58 @@ from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.mlflow import MlflowResource
 
 ROLLBACK_JOB = "champion_rollback"
+CHAMPION = dg.AssetKey("champion_model")
 
 
 class RollbackConfig(dg.Config):
     reason: str
 
 
-@dg.op(description="Restore the previous release's model as champion; record a new manifest.")
+def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) -> None:
+    """Publish the rollback release as champion_model's value and log its materialization,
+    versioned like one of the asset's own (code version, inputs it stands on)."""
+    from e2i_platform.lib.versions import DATA_VERSION_TAG, INPUT_VERSION_PREFIX, platform_version
+    from e2i_platform.resources.publication import Publications, atomic_write_json
+
+    name = CHAMPION.to_user_string()
+    pubs = Publications(settings.home / "warehouse")
+    record = {**manifest, "decision": f"rolled back: {manifest['reason']}"}
+    pubs.stage(name, context.run_id, "json", lambda p: atomic_write_json(record, p))
+    published = pubs.publish(name, context.run_id, "json", [])
+    parents = [dg.AssetKey("trained_model"), dg.AssetKey("model_evaluation")]
+    latest = context.instance.get_latest_materialization_events(parents)
+    tags = {
+        DATA_VERSION_TAG: manifest["release_id"],
+        "dagster/code_version": platform_version(settings, "promotion"),
+        "e2i/rollback": manifest["release_id"],
+    }
+    for parent, event in latest.items():
+        version = (event.asset_materialization.tags or {}).get(DATA_VERSION_TAG) if event else None
+        if version:
+            tags[INPUT_VERSION_PREFIX + parent.to_user_string()] = version
+    context.log_event(
+        dg.AssetMaterialization(
+            asset_key=CHAMPION,
+            description=f"rollback to release {manifest['restores_release']}: {manifest['reason']}",
+            tags=tags,
+            metadata={
+                "release_id": manifest["release_id"],
+                "decision": record["decision"],
+                "kind": "rollback",
+                "restores_release": manifest["restores_release"],
+                "rolled_back_release": manifest["rolled_back_release"],
+                "reason": manifest["reason"],
+                "path": dg.MetadataValue.path(published["path"]),
+                "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
+            },
+        )
+    )
+
+
+@dg.op(
+    description="Restore the previous release's model as champion; record a new manifest "
+    "and a champion_model materialization."
+)
 def rollback_champion(
     context: dg.OpExecutionContext,
     config: RollbackConfig,
@@ -32,8 +81,13 @@ def rollback_champion(
 ) -> dict:
     from e2i_platform.promotion.release import rollback
 
+    settings = e2i_config.settings()
     mlflow.ensure_reachable()
-    manifest = rollback(e2i_config.settings().home, mlflow, config.reason)
+    try:
+        manifest = rollback(settings.home, mlflow, config.reason)
+    except RuntimeError as exc:
+        raise dg.Failure(f"rollback refused: {exc}") from None
+    record_on_graph(context, settings, manifest)
     context.add_output_metadata(
         {
             "release_id": manifest["release_id"],
@@ -51,30 +105,41 @@ def rollback_job():
 
 
 def main(argv: list[str]) -> int:
-    from e2i_platform.definitions import mlflow_resource
-    from e2i_platform.promotion.release import rollback
-    from e2i_platform.settings import load_settings
-
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="make rollback", description=__doc__.split("\n\n")[0].splitlines()[0]
+    )
     parser.add_argument("--reason", required=True, help="why (recorded in the manifest)")
     args = parser.parse_args(argv)
+    if not args.reason.strip():
+        parser.error("--reason must say why")
+
+    import os
+
+    from e2i_platform.ops.instance import prepare_instance
+    from e2i_platform.settings import load_settings
+
     settings = load_settings()
-    with dg.build_resources({"mlflow": mlflow_resource(settings)}) as resources:
-        resources.mlflow.ensure_reachable()
-        try:
-            manifest = rollback(settings.home, resources.mlflow, args.reason)
-        except RuntimeError as exc:
-            print(f"rollback refused: {exc}", file=sys.stderr)
-            return 1
-    print(
-        json.dumps(
-            {
-                k: manifest[k]
-                for k in ("release_id", "restores_release", "rolled_back_release", "mlflow_alias")
+    os.environ["DAGSTER_HOME"] = str(prepare_instance(settings))
+    from e2i_platform.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    with dg.DagsterInstance.get() as instance:
+        result = defs.resolve_job_def(ROLLBACK_JOB).execute_in_process(
+            instance=instance,
+            run_config={
+                "ops": {"rollback_champion": {"config": {"reason": args.reason}}},
+                "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
             },
-            indent=2,
+            raise_on_error=False,
         )
-    )
+    if not result.success:
+        failures = [e for e in result.all_events if e.is_step_failure]
+        message = failures[0].step_failure_data.error.message if failures else "run failed"
+        print(message.strip(), file=sys.stderr)
+        return 1
+    manifest = result.output_for_node("rollback_champion")
+    keys = ("release_id", "restores_release", "rolled_back_release", "mlflow_alias")
+    print(json.dumps({k: manifest[k] for k in keys} | {"dagster_run": result.run_id}, indent=2))
     return 0
 
 

@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             defs,
             instance,
             defs.resources["source"],
+            settings,
             forced=run_mode_forces(settings.training.run_mode),
         )
         if args.all:

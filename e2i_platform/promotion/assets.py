@@ -4,7 +4,8 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
-from e2i_platform.lib.gates import code_location_graph, gated_asset
+from e2i_platform.lib.gates import GateClosed, gated_asset, verdicts_for
+from e2i_platform.lib.graph import blocking_checks, location_graph
 from e2i_platform.lib.versions import DATA_VERSION_TAG
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
@@ -14,7 +15,7 @@ from e2i_platform.resources.mlflow import MlflowResource
 def _provenance(context: dg.AssetExecutionContext) -> tuple[dict[str, dict], str | None]:
     """The latest data version (and run) of every asset upstream of this one, read in one
     query, and the feature registry's hash from the same events."""
-    graph = code_location_graph(context)
+    graph = location_graph(context.job_def)
     upstream = sorted(graph.get_ancestor_asset_keys(context.asset_key), key=str)
     latest = context.instance.get_latest_materialization_events(upstream)
     versions: dict[str, dict] = {}
@@ -30,34 +31,97 @@ def _provenance(context: dg.AssetExecutionContext) -> tuple[dict[str, dict], str
     return versions, value.value if value is not None else None
 
 
-def _gate_results(context: dg.AssetExecutionContext) -> dict[str, dict]:
-    """The latest evaluation of every blocking check in the code location."""
-    graph = code_location_graph(context)
+def _gate_results(context: dg.AssetExecutionContext, settings) -> dict[str, dict]:
+    """The latest evaluation of every blocking check in the code location, and whether
+    its verdict holds now (`lib.verdicts`)."""
+    graph = location_graph(context.job_def)
+    keys = blocking_checks(graph, graph.get_all_asset_keys())
     out = {}
-    for key in sorted(graph.asset_check_keys, key=str):
-        if not graph.get_check_spec(key).blocking:
-            continue
+    for key, verdict in zip(
+        keys, verdicts_for(context.instance, graph, settings, keys), strict=True
+    ):
         record = context.instance.get_latest_asset_check_evaluation_record(key)
-        name = f"{key.asset_key.to_user_string()}.{key.name}"
+        entry: dict = {"holds": verdict.passed, "verdict": verdict.reason}
         if record is None:
-            out[name] = {"passed": None, "status": "never evaluated"}
+            entry.update(passed=None, status="never evaluated")
         elif record.status.value not in ("SUCCEEDED", "FAILED"):
             # e.g. the scores' schema gate, planned in this run after the release
-            out[name] = {"passed": None, "status": record.status.value, "run_id": record.run_id}
+            entry.update(passed=None, status=record.status.value, run_id=record.run_id)
         else:
             evaluation = record.evaluation
-            out[name] = {
-                "passed": evaluation.passed,
-                "severity": evaluation.severity.value,
-                "summary": evaluation.description,
-                "run_id": record.run_id,
-            }
+            entry.update(
+                passed=evaluation.passed,
+                severity=evaluation.severity.value,
+                summary=evaluation.description,
+                run_id=record.run_id,
+            )
+        out[f"{key.asset_key.to_user_string()}.{key.name}"] = entry
     return out
+
+
+class ChampionConfig(dg.Config):
+    """Promote a model that was rolled back before: only deliberately, with a reason
+    (recorded in the release manifest)."""
+
+    override_rollback: bool = False
+    reason: str = ""
+
+
+def _short(sha: str) -> str:
+    return sha[:12]
+
+
+def require_evidence(trained: dict, evaluation: dict, current: dict | None) -> None:
+    """The promotion gates judged exactly this model, against the champion of now."""
+    evaluated = evaluation.get("model", {})
+    if evaluated.get("model_sha256") != trained["model_sha256"]:
+        raise GateClosed(
+            "champion_model refused: model_evaluation evaluated model "
+            f"{_short(str(evaluated.get('model_sha256')))} ({evaluated.get('model_file')}), "
+            f"but the trained_model to promote is {_short(trained['model_sha256'])} "
+            f"({trained['model_file']}). Materialize model_evaluation (and its gates) for this "
+            "model first."
+        )
+    compared = evaluation.get("champion", {})
+    compared_id = compared.get("release_id") if compared.get("exists") else None
+    current_id = current["release_id"] if current else None
+    if compared_id != current_id:
+        raise GateClosed(
+            "champion_model refused: model_evaluation compared the model with champion release "
+            f"{compared_id or '(none)'}, but the current release is {current_id or '(none)'}. "
+            "Materialize model_evaluation again so the quality gate judges against the "
+            "current champion."
+        )
+
+
+def require_not_rolled_back(home, trained: dict, config: ChampionConfig) -> dict | None:
+    """A model a rollback removed is promoted again only with an explicit override."""
+    from e2i_platform.promotion.release import rollbacks_of
+
+    rollbacks = rollbacks_of(home, trained["model_sha256"])
+    if not rollbacks:
+        return None
+    last = rollbacks[-1]
+    if not config.override_rollback:
+        raise GateClosed(
+            f"champion_model refused: model {_short(trained['model_sha256'])} was rolled back "
+            f"in release {last['release_id']} ({last['created_at']}, reason: {last['reason']!r}) "
+            "and is not promoted again automatically. Train another model, or promote it on "
+            "purpose with the champion_model config override_rollback=true and a reason."
+        )
+    if not config.reason.strip():
+        raise dg.Failure("champion_model: override_rollback needs a reason (config `reason`)")
+    return {
+        "rolled_back_in": last["release_id"],
+        "rollback_reason": last["reason"],
+        "reason": config.reason,
+    }
 
 
 @gated_asset(group_name="promotion", kinds={"mlflow"}, io_manager_key="records")
 def champion_model(
     context: dg.AssetExecutionContext,
+    config: ChampionConfig,
     trained_model: dict,
     model_evaluation: dict,
     e2i_config: ConfigResource,
@@ -67,18 +131,23 @@ def champion_model(
     `champion` moves to its registered version and a release manifest is written to
     `$E2I_HOME/releases/<release_id>/manifest.json` with full provenance (data versions
     of every upstream asset, feature views and registry hash, params, metrics, every gate
-    result, code version, MLflow run and model version, previous release). The same
+    result, code version, MLflow run and model version, previous release). Refuses unless
+    `model_evaluation` evaluated exactly this model (sha256) against the champion that
+    is current now; never re-promotes a rolled-back model without an override. The same
     model already champion makes no new release, and says so."""
     from e2i_platform.lib.versions import code_version
     from e2i_platform.promotion.release import current_release, new_release_id, promote
     from e2i_platform.training.model_run import service_spec
 
-    home = e2i_config.settings().home
-    mlflow.ensure_reachable()
+    settings = e2i_config.settings()
+    home = settings.home
     current = current_release(home)
+    require_evidence(trained_model, model_evaluation, current)
+    mlflow.ensure_reachable()
     if current is not None and current["model"]["model_sha256"] == trained_model["model_sha256"]:
         record = {**current, "decision": "unchanged: this model is already the champion"}
     else:
+        override = require_not_rolled_back(home, trained_model, config)
         metric_keys = ("roc_auc", "pr_auc", "brier", "precision_at_threshold")
         data_versions, registry_hash = _provenance(context)
         manifest = {
@@ -104,7 +173,9 @@ def champion_model(
             },
             "data_versions": data_versions,
             "features": {"feature_service": service_spec(), "registry_hash": registry_hash},
-            "gates": _gate_results(context),
+            "gates": _gate_results(context, settings),
+            "evaluated_model_sha256": model_evaluation["model"]["model_sha256"],
+            "override": override,
             "code_version": code_version(),
             "dagster_run_id": context.run.run_id,
             "previous_release": current["release_id"] if current else None,
@@ -130,24 +201,32 @@ def champion_model(
     group_name="promotion",
     kinds={"lightgbm", "feast", "parquet"},
     io_manager_key="warehouse",
+    deps=["online_features"],
 )
 def patient_risk_scores(
     champion_model: dict, patient_journeys, feast: FeastResource, e2i_config: ConfigResource
 ) -> dg.Output:
     """Discontinuation risk for every current patient (latest journey still open), scored
-    by the champion on features read from the online store through the feature service,
-    as rows of the `ml_predictions` contract. Patients the online store does not hold
-    are scored on missing values and counted in the metadata."""
+    by the model `releases/CURRENT` names (a rollback included) on features read from
+    the online store through the feature service, as rows of the `ml_predictions`
+    contract. Refused while the online store's `freshness` gate does not hold. Patients
+    the online store does not hold are scored on missing values and counted."""
+    from e2i_platform.promotion.release import current_release
     from e2i_platform.promotion.scoring import score_current_patients
 
-    scores, stats = score_current_patients(champion_model, patient_journeys, feast.store())
+    release = current_release(e2i_config.settings().home)
+    if release is None:
+        raise dg.Failure("patient_risk_scores: no current release (releases/CURRENT) to score with")
+    scores, stats = score_current_patients(release, patient_journeys, feast.store())
     return dg.Output(
         scores,
         metadata={
             "model_version": dg.MetadataValue.text(scores["model_version"].iloc[0])
             if len(scores)
             else dg.MetadataValue.text("none"),
-            "release_id": dg.MetadataValue.text(champion_model["release_id"]),
+            "release_id": dg.MetadataValue.text(release["release_id"]),
+            "release_kind": dg.MetadataValue.text(release.get("kind", "promotion")),
+            "champion_model_record": dg.MetadataValue.text(champion_model["release_id"]),
             **stats,
         },
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from e2i_platform.lib.gate_checks import gate_check
 from e2i_platform.lib.gate_results import gate_result
 from e2i_platform.resources.config import ConfigResource
 
@@ -47,9 +48,8 @@ def quality_verdict(evaluation: dict, min_auc: float, tolerance: float) -> dg.As
     )
 
 
-@dg.asset_check(
+@gate_check(
     asset="model_evaluation",
-    blocking=True,
     description="ROC-AUC on test >= the "
     "configured minimum and >= the current champion's (same test rows) - tolerance.",
 )
@@ -58,9 +58,8 @@ def quality_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asset
     return quality_verdict(model_evaluation, cfg.min_roc_auc, cfg.champion_tolerance)
 
 
-@dg.asset_check(
+@gate_check(
     asset="model_evaluation",
-    blocking=True,
     description="Brier score on test <= the configured maximum.",
 )
 def calibration_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
@@ -76,9 +75,8 @@ def calibration_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.A
     )
 
 
-@dg.asset_check(
+@gate_check(
     asset="model_evaluation",
-    blocking=True,
     description="p95 wall time to score one batch <= the configured maximum.",
 )
 def latency_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
@@ -96,9 +94,8 @@ def latency_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asset
     )
 
 
-@dg.asset_check(
+@gate_check(
     asset="model_evaluation",
-    blocking=True,
     description="Largest ROC-AUC gap between regions <= the configured limit.",
 )
 def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
@@ -128,16 +125,24 @@ def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asse
     )
 
 
-@dg.asset_check(
+@gate_check(
     asset="patient_risk_scores",
     name="schema",
-    blocking=True,
     description="Pandera contract of `ml_predictions` on the batch scores.",
 )
-def risk_scores_schema(patient_risk_scores) -> dg.AssetCheckResult:
+def risk_scores_schema(patient_risk_scores, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    from datetime import UTC, datetime, timedelta
+
     from e2i_platform.lib.schema_gate import schema_gate
 
-    return schema_gate("ml_predictions", patient_risk_scores, "patient_risk_scores")
+    tolerance = e2i_config.settings().quality.future_tolerance_minutes
+    return schema_gate(
+        "ml_predictions",
+        patient_risk_scores,
+        "patient_risk_scores",
+        now=datetime.now(UTC).replace(tzinfo=None),
+        future_tolerance=timedelta(minutes=tolerance),
+    )
 
 
 def promotion_checks() -> list[dg.AssetChecksDefinition]:

@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from e2i_platform.resources.storage import atomic_write_json
+from e2i_platform.resources.publication import atomic_write_json
 
 CHAMPION_ALIAS = "champion"
 
@@ -37,6 +37,27 @@ def current_release(home: Path) -> dict | None:
     if not pointer.exists():
         return None
     return read_manifest(home, pointer.read_text().strip())
+
+
+def all_releases(home: Path) -> list[dict]:
+    """Every release manifest, oldest first (release ids sort by time)."""
+    root = releases_dir(home)
+    if not root.exists():
+        return []
+    ids = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())
+    return [read_manifest(home, i) for i in ids]
+
+
+def rollbacks_of(home: Path, model_sha256: str) -> list[dict]:
+    """The rollbacks that took this model out of service, oldest first."""
+    releases = {r["release_id"]: r for r in all_releases(home)}
+    return [
+        r
+        for r in releases.values()
+        if r.get("kind") == "rollback"
+        and releases.get(r["rolled_back_release"], {}).get("model", {}).get("model_sha256")
+        == model_sha256
+    ]
 
 
 def new_release_id(kind: str) -> str:

@@ -1,11 +1,12 @@
 """Gates on the validated tables: `expectations` (GE) and `references_resolve`."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES
 from e2i_platform.contract import table as contract_table
+from e2i_platform.lib.gate_checks import gate_check
 from e2i_platform.lib.gate_results import SAMPLE_LIMIT, gate_result
 from e2i_platform.resources.config import ConfigResource
 
@@ -36,15 +37,27 @@ def expectations_gate(table: str, df, rules, now: datetime) -> dg.AssetCheckResu
             "expectations_evaluated": len(outcomes),
             "failed_expectations": [o.as_row() for o in failed],
             "evaluated_at": now.isoformat(timespec="seconds"),
+            **_recency_expiry(table, df, rules),
         },
     )
 
 
+def _recency_expiry(table: str, df, rules) -> dict:
+    """A critical recency expectation holds until the newest event is too old: the
+    verdict expires then (epoch seconds), even if no data change."""
+    from e2i_platform.lib.verdicts import EXPIRES_AT
+
+    newest = df[contract_table(table).event_time].max() if len(df) else None
+    if rules.recency.severity != "critical" or newest is None or newest != newest:
+        return {}
+    until = newest + timedelta(days=rules.recency.max_source_age_days)
+    return {EXPIRES_AT: dg.MetadataValue.timestamp(until.replace(tzinfo=UTC).timestamp())}
+
+
 def expectations_check(table: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(
+    @gate_check(
         asset=table,
         name="expectations",
-        blocking=True,
         description=(
             f"Great Expectations suite of `{table}` from the contract and config/quality.yaml: "
             "row count, null fractions, enum shares, natural-key uniqueness, distributions and "
@@ -106,10 +119,9 @@ def references_gate(table: str, child, parent) -> dg.AssetCheckResult:
 def references_check(table: str) -> dg.AssetChecksDefinition:
     (fk,) = contract_table(table).foreign_keys  # one reference per table in the contract
 
-    @dg.asset_check(
+    @gate_check(
         asset=table,
         name="references_resolve",
-        blocking=True,
         additional_ins={"parent": dg.AssetIn(fk.table)},
         description=(
             f"Every `{table}.{fk.column}` exists in `{fk.table}.{fk.ref_column}`"

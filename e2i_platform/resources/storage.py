@@ -1,98 +1,153 @@
-"""The Parquet warehouse under E2I_HOME, as an IO manager."""
+"""The warehouse under E2I_HOME (Parquet tables, JSON records), as IO managers that
+publish a value only after its gates."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import dagster as dg
 
-
-def atomic_write_parquet(df, path: Path) -> None:
-    """Write next to the target and rename: readers see the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from e2i_platform.resources.config import ConfigResource
+from e2i_platform.resources.publication import Publications, atomic_write_json, note_loaded
 
 
-class WarehouseIOManager(dg.ConfigurableIOManager):
-    """Stores each table asset as `<home>/warehouse/<asset>.parquet`.
+class PublishingIOManager(dg.ConfigurableIOManager):
+    """Values under `<home>/warehouse`, published after their gates (`resources.publication`).
 
-    A step that fails never reaches `handle_output`, so the last good file stays.
+    `handle_output` stages the run's value; an asset without blocking checks is
+    published at once, any other when its last blocking check passes. A check step
+    reads the value it audits (its asset's latest materialization, staged); every
+    other step reads the published value. A step that fails never reaches
+    `handle_output`, and a value a gate rejects is never published: either way the
+    last good value stays where readers look.
     """
 
     home: str
+    e2i_config: ConfigResource  # the gates judge consumers against the configuration in force
+
+    @property
+    def extension(self) -> str:
+        raise NotImplementedError
+
+    def write(self, obj, path: Path) -> None:
+        raise NotImplementedError
+
+    def read(self, path: Path):
+        raise NotImplementedError
+
+    def describe(self, obj) -> dict:
+        return {}
+
+    @property
+    def publications(self) -> Publications:
+        return Publications(Path(self.home) / "warehouse")
 
     def path_for(self, key: dg.AssetKey) -> Path:
-        return Path(self.home) / "warehouse" / ("/".join(key.path) + ".parquet")
+        """The published value: the file external readers use."""
+        return self.publications.published_path(_name(key), self.extension)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
-        path = self.path_for(context.asset_key)
-        atomic_write_parquet(obj, path)
-        context.add_output_metadata(
-            {
-                "path": dg.MetadataValue.path(str(path)),
-                "dagster/row_count": dg.MetadataValue.int(len(obj)),
-            }
-        )
+        from e2i_platform.lib.graph import blocking_checks, location_graph
+
+        asset, pubs = _name(context.asset_key), self.publications
+        staged = pubs.stage(asset, context.run_id, self.extension, lambda p: self.write(obj, p))
+        gates = blocking_checks(location_graph(context.step_context.job_def), [context.asset_key])
+        metadata = dict(self.describe(obj))
+        if gates:
+            metadata["staged_path"] = dg.MetadataValue.path(str(staged))
+            metadata["published"] = dg.MetadataValue.text(
+                "not yet: published when "
+                + ", ".join(k.name for k in gates)
+                + " passed on this value"
+            )
+        else:
+            record = pubs.publish(asset, context.run_id, self.extension, [])
+            metadata["path"] = dg.MetadataValue.path(record["path"])
+            metadata["published"] = dg.MetadataValue.text("at once (no blocking check)")
+        context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext):
+        from e2i_platform.lib.gates import guard_step
+
+        key, pubs = context.asset_key, self.publications
+        asset = _name(key)
+        step = context.step_context
+        if step.is_asset_check_step and key in _checked_assets(step):
+            # A check audits its asset's latest value, staged or already published.
+            run_id = _latest_run(context.instance, key)
+            path = pubs.value_path(asset, run_id, self.extension) if run_id else None
+            if path is None:
+                raise dg.Failure(
+                    f"{asset}: the value materialized in run {run_id} is no longer stored "
+                    f"(not at {pubs.staged_path(asset, str(run_id), self.extension)}, not "
+                    "published); materialize it again"
+                )
+        else:
+            if not step.is_asset_check_step:
+                # An asset's upstream gates are judged before it reads anything; a check
+                # reads the published value of what it compares with (the last good one).
+                guard_step(step, self.e2i_config.settings())
+            record = pubs.record(asset)
+            path = self.path_for(key)
+            if record is None or not path.exists():
+                raise dg.Failure(
+                    f"{asset}: no published value at {path}: it was never materialized, or "
+                    "no value of it has passed its gates yet"
+                )
+            run_id = record["run_id"]
+        note_loaded(step.run_id, step.step.key, asset, run_id)
+        return self.read(path)
+
+
+def _name(key: dg.AssetKey) -> str:
+    return "/".join(key.path)
+
+
+def _checked_assets(step) -> set[dg.AssetKey]:
+    layer = step.job_def.asset_layer
+    keys = (
+        layer.get_asset_check_key_for_node_output(step.node_handle, output.name)
+        for output in step.step.step_outputs
+    )
+    return {k.asset_key for k in keys if k is not None}
+
+
+def _latest_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
+    records = instance.fetch_materializations(key, limit=1).records
+    return records[0].run_id if records else None
+
+
+class WarehouseIOManager(PublishingIOManager):
+    """Each table asset as Parquet: published at `<home>/warehouse/<asset>.parquet`."""
+
+    @property
+    def extension(self) -> str:
+        return "parquet"
+
+    def write(self, obj, path: Path) -> None:
+        obj.to_parquet(path, index=False)
+
+    def read(self, path: Path):
         import pandas as pd
 
-        path = self.path_for(context.asset_key)
-        if not path.exists():
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()}: no stored table at {path}; "
-                "materialize it first"
-            )
         return pd.read_parquet(path)
 
-
-def atomic_write_json(obj, path: Path) -> None:
-    """JSON written next to the target, flushed to disk, then renamed into place."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def describe(self, obj) -> dict:
+        return {"dagster/row_count": dg.MetadataValue.int(len(obj))}
 
 
-class RecordIOManager(dg.ConfigurableIOManager):
-    """Stores each record asset (a JSON-able dict: a study, a model run, an evaluation,
-    a release) as `<home>/warehouse/<asset>.json`."""
+class RecordIOManager(PublishingIOManager):
+    """Each record asset (a JSON-able dict: a study, a model run, an evaluation, a
+    release) as JSON: published at `<home>/warehouse/<asset>.json`."""
 
-    home: str
+    @property
+    def extension(self) -> str:
+        return "json"
 
-    def path_for(self, key: dg.AssetKey) -> Path:
-        return Path(self.home) / "warehouse" / ("/".join(key.path) + ".json")
-
-    def handle_output(self, context: dg.OutputContext, obj: dict) -> None:
-        path = self.path_for(context.asset_key)
+    def write(self, obj: dict, path: Path) -> None:
         atomic_write_json(obj, path)
-        context.add_output_metadata({"path": dg.MetadataValue.path(str(path))})
 
-    def load_input(self, context: dg.InputContext) -> dict:
+    def read(self, path: Path) -> dict:
         import json
 
-        path = self.path_for(context.asset_key)
-        if not path.exists():
-            raise dg.Failure(
-                f"{context.asset_key.to_user_string()}: no stored record at {path}; "
-                "materialize it first"
-            )
         return json.loads(path.read_text())

@@ -122,6 +122,8 @@ class TableQuality(Strict):
 
 class QualitySettings(Strict):
     tables: dict[str, TableQuality]
+    # A timestamp later than the run time by more than this fails the schema gate.
+    future_tolerance_minutes: float = Field(5, ge=0)
 
     @model_validator(mode="after")
     def _match_contract(self):
@@ -152,6 +154,8 @@ class QualitySettings(Strict):
 class FreshnessLimits(Strict):
     max_age_hours: float = Field(gt=0)
     warning_hours: float = Field(gt=0)
+    # Share of sampled entities that may be missing online; above it the view is stale.
+    max_missing_share: float = Field(0.05, ge=0, le=1)
 
     @model_validator(mode="after")
     def _ordered(self):
@@ -197,7 +201,12 @@ class DatasetSettings(Strict):
 
 
 class LeakageSettings(Strict):
-    max_abs_label_correlation: float = Field(0.95, gt=0, le=1)
+    # A feature (any dtype) whose values alone rank the label with ROC-AUC above this, in
+    # either direction, is a leak; so is a feature whose null pattern alone does.
+    max_single_feature_auc: float = Field(0.95, gt=0.5, le=1)
+    # A text feature with more than this share of rows holding a value seen only once is
+    # ID-like: its category rates cannot be scored out of fold, so it fails.
+    max_text_singleton_share: float = Field(0.5, gt=0, le=1)
     prevalence: Range
 
 

@@ -4,12 +4,12 @@ current champion."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import UTC, datetime
 from pathlib import Path
 
 from e2i_platform.features.specs import FEATURE_SERVICE, SERVICE_VIEWS, VIEWS
+from e2i_platform.lib.versions import sha256_file
 
 # What the model needs to be served: pinned, so logging never infers requirements.
 PIP_REQUIREMENTS = ("lightgbm==4.7.0", "pandas<3", "numpy", "scikit-learn==1.9.1")
@@ -21,10 +21,6 @@ def service_spec() -> dict:
         "name": FEATURE_SERVICE,
         "views": {v: [f"{f.name}:{f.dtype}" for f in VIEWS[v].features] for v in SERVICE_VIEWS},
     }
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_booster(path: Path):
@@ -72,7 +68,7 @@ def _record(decision, metrics: dict, metadata: dict) -> dict:
         "variant": decision.variant,
         "path": str(path),
         "model_file": str(path / "model.txt"),
-        "model_sha256": file_sha256(path / "model.txt"),
+        "model_sha256": sha256_file(path / "model.txt"),
         "spec": metadata["spec"],
         "exec": metadata["exec"],
         "params": metadata["params"],

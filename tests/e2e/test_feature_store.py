@@ -44,8 +44,8 @@ def _freshness(result) -> dg.AssetCheckEvaluation:
 
 def _sensor_result(defs, instance):
     sensor = defs.resolve_sensor_def("feature_freshness_sensor")
-    context = dg.build_sensor_context(instance=instance, resources=defs.resources)
-    return sensor.evaluate_tick(context)
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        return sensor.evaluate_tick(context)
 
 
 def test_stale_data_block_downstream_and_the_sensor_requests_one_refresh(

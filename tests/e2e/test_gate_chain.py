@@ -9,23 +9,17 @@ import pytest
 
 from e2i_platform.contract import INPUT_TABLES
 from e2i_platform.features.specs import VIEWS
-from e2i_platform.lib.gates import gated_asset
 
 from support import (
     definitions,
     evaluations,
     failed_steps,
+    journey_consumer,
     materialized,
     run,
     table_selection,
     write_landing,
 )
-
-
-@gated_asset(name="journey_consumer", deps=["patient_journeys"], group_name="test")
-def journey_consumer(context) -> int:
-    """Stands in for the feature assets: anything downstream of a validated table."""
-    return 1
 
 
 def test_valid_generated_data_pass_every_gate_for_every_table(settings, instance):

@@ -13,11 +13,19 @@ import sys
 from pathlib import Path
 
 import dagster as dg
-import yaml
 
 from e2i_platform.settings import load_settings
 
-from support import definitions, evaluations, failed_steps, latest_metadata, materialized, run
+from support import (
+    current_release,
+    definitions,
+    edit_yaml,
+    evaluations,
+    failed_steps,
+    latest_metadata,
+    materialized,
+    run,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 GATES = ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate")
@@ -49,20 +57,6 @@ def _signature_inputs(settings, monkeypatch, version: str) -> list[str]:
         m.setenv("MLFLOW_TRACKING_URI", settings.under_home(settings.mlflow.tracking_uri))
         info = mlflow.models.get_model_info(f"models:/{settings.mlflow.registered_model}/{version}")
     return info.signature.inputs.input_names()
-
-
-def _current(home: Path) -> str:
-    return (home / "releases" / "CURRENT").read_text().strip()
-
-
-def _edit(config_dir: Path, name: str, path: tuple[str, ...], value) -> None:
-    file = config_dir / f"{name}.yaml"
-    data = yaml.safe_load(file.read_text())
-    node = data
-    for key in path[:-1]:
-        node = node[key]
-    node[path[-1]] = value
-    file.write_text(yaml.safe_dump(data))
 
 
 def _mode(mode: str) -> dict:
@@ -119,7 +113,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert len(pruned_runs) == study["trials"]["pruned"]
     assert _signature_inputs(settings, monkeypatch, version) == trained["features"]
 
-    release_id = _current(e2i_home)
+    release_id = current_release(e2i_home)
     manifest = json.loads((e2i_home / "releases" / release_id / "manifest.json").read_text())
     assert manifest["previous_release"] is None
     assert manifest["model"]["mlflow"]["model_version"] == version
@@ -148,7 +142,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert reused.success, failed_steps(reused)
     assert latest_metadata(instance, "trained_model")["reused"] is True
     assert latest_metadata(instance, "champion_model")["decision"].startswith("unchanged")
-    assert _current(e2i_home) == release_id
+    assert current_release(e2i_home) == release_id
     forced = run(
         defs,
         instance,
@@ -164,7 +158,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert again["metrics"] == trained["metrics"]
 
     # 3. A failing promotion gate: nothing after it runs; champion and release untouched.
-    _edit(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.99)
+    edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.99)
     releases_before = sorted(p.name for p in (e2i_home / "releases").iterdir())
     failed = run(
         defs,
@@ -178,20 +172,20 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     refused = run(defs, instance, selection=dg.AssetSelection.assets("champion_model"))
     assert "quality_gate on model_evaluation" in str(failed_steps(refused))
     assert sorted(p.name for p in (e2i_home / "releases").iterdir()) == releases_before
-    assert _alias(settings) == version and _current(e2i_home) == release_id
-    _edit(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.65)
+    assert _alias(settings) == version and current_release(e2i_home) == release_id
+    edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.65)
 
     # 4. Another seed is another model: a second release, then its rollback.
-    _edit(config_copy, "training", ("seed",), 8)
+    edit_yaml(config_copy, "training", ("seed",), 8)
     # Another seed may trail the champion by more than the default tolerance.
-    _edit(config_copy, "promotion", ("quality_gate", "champion_tolerance"), 0.2)
+    edit_yaml(config_copy, "promotion", ("quality_gate", "champion_tolerance"), 0.2)
     second = run(defs, instance, selection=MODEL_CHAIN)
     assert second.success, failed_steps(second)
     new_version = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())["mlflow"][
         "model_version"
     ]
     assert new_version != version and _alias(settings) == new_version
-    second_release = _current(e2i_home)
+    second_release = current_release(e2i_home)
     second_manifest = json.loads(
         (e2i_home / "releases" / second_release / "manifest.json").read_text()
     )
@@ -204,7 +198,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
         raise_on_error=False,
     )
     assert rolled.success
-    rollback_id = _current(e2i_home)
+    rollback_id = current_release(e2i_home)
     rollback = json.loads((e2i_home / "releases" / rollback_id / "manifest.json").read_text())
     assert rollback["kind"] == "rollback" and rollback["reason"] == "e2e"
     assert rollback["restores_release"] == release_id
@@ -222,4 +216,4 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert cli.returncode == 1, cli.stdout + cli.stderr
     assert not (REPO / "mlflow.db").exists()  # nothing leaked into the checkout
     assert "has no previous release" in cli.stderr
-    assert _current(e2i_home) == rollback_id and _alias(settings) == version
+    assert current_release(e2i_home) == rollback_id and _alias(settings) == version

@@ -138,7 +138,6 @@ def test_stopped_redis_makes_freshness_unknown_and_blocking(
     assert all(v["reason"].startswith("online store: ConnectionError") for v in views.values())
     # The sensor treats unknown like stale: it asks for a refresh.
     sensor = defs.resolve_sensor_def("feature_freshness_sensor")
-    tick = sensor.evaluate_tick(
-        dg.build_sensor_context(instance=instance, resources=defs.resources)
-    )
+    with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
+        tick = sensor.evaluate_tick(context)
     assert len(tick.run_requests) == 1

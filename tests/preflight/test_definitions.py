@@ -114,7 +114,7 @@ def test_asset_graph_matches_the_spec(e2i_home):
         "trained_model": {"training_dataset", "hpo_study"},
         "model_evaluation": {"training_dataset", "trained_model"},
         "champion_model": {"trained_model", "model_evaluation"},
-        "patient_risk_scores": {"champion_model", "patient_journeys"},
+        "patient_risk_scores": {"champion_model", "patient_journeys", "online_features"},
     }
     for asset, expected_parents in parents.items():
         node = graph.get(dg.AssetKey(asset))

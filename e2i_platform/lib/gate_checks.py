@@ -1,0 +1,133 @@
+"""`gate_check`: a blocking `@asset_check` whose result carries what it judged, and
+which publishes the value it audited once every blocking check of the asset passed.
+
+Every result gets the evidence `lib.verdicts` matches later: the run of every asset
+the check read (`e2i/judged_inputs`), the version of the configuration it applied
+(`e2i/judged_under`), when it was evaluated and, for time-based gates, when the
+verdict expires (`e2i/expires_at`, from the check's `dagster/fresh_until_timestamp`
+or its own `e2i/expires_at`). Then write-audit-publish: a pass (or WARN) stamps the
+audited value, and the stamp that completes the asset's blocking set publishes it;
+an ERROR withdraws the stamp and leaves the value staged, its path in the metadata.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
+from e2i_platform.lib.signatures import with_context_and_config
+from e2i_platform.lib.verdicts import EVALUATED_AT, EXPIRES_AT, JUDGED_INPUTS, JUDGED_UNDER
+from e2i_platform.lib.versions import judged_version
+from e2i_platform.resources.config import ConfigResource
+from e2i_platform.resources.publication import Publications, take_loaded
+
+FRESH_UNTIL = "dagster/fresh_until_timestamp"
+
+
+def evidence(
+    check_key: dg.AssetCheckKey, settings, judged_inputs: dict[str, str | None], metadata
+) -> dict[str, dg.MetadataValue]:
+    """The evidence entries of a check result (also used by the freshness sensor, which
+    records evaluations of its own)."""
+    now = datetime.now(UTC)
+    out = {
+        JUDGED_INPUTS: dg.MetadataValue.json(dict(sorted(judged_inputs.items()))),
+        JUDGED_UNDER: dg.MetadataValue.text(judged_version(settings, check_key)),
+        EVALUATED_AT: dg.MetadataValue.text(now.isoformat(timespec="seconds")),
+    }
+    expires = metadata.get(EXPIRES_AT, metadata.get(FRESH_UNTIL))
+    if expires is not None:
+        out[EXPIRES_AT] = dg.MetadataValue.timestamp(float(getattr(expires, "value", expires)))
+    return out
+
+
+def _latest_runs(instance: dg.DagsterInstance, keys) -> dict[str, str | None]:
+    from e2i_platform.lib.verdicts import latest_materializations
+
+    found = latest_materializations(instance, keys)
+    return {k.to_user_string(): (r.run_id if r else None) for k, r in found.items()}
+
+
+def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, settings):
+    """Add the evidence to a check's result and publish the value it passed."""
+    op_context = context.op_execution_context
+    step = op_context.get_step_execution_context()
+    graph = location_graph(op_context.job_def)
+    (spec,) = context.check_specs
+    check_key = spec.key
+    asset = check_key.asset_key
+    loaded = take_loaded(step.run_id, step.step.key)
+    # What was loaded is what was judged; an asset read any other way (the online store
+    # behind online_features) is judged as its latest materialization now.
+    read = {asset, *check_reads(graph, check_key)}
+    unloaded = [k for k in read if k.to_user_string() not in loaded]
+    judged = {**_latest_runs(context.instance, unloaded), **loaded}
+    metadata = dict(result.metadata or {})
+    metadata.update(evidence(check_key, settings, judged, metadata))
+    if publishes(graph, asset):
+        metadata.update(_audit(graph, check_key, judged[asset.to_user_string()], result, settings))
+    return dg.AssetCheckResult(
+        passed=result.passed,
+        severity=result.severity,
+        metadata=metadata,
+        description=result.description,
+        check_name=check_key.name,
+        asset_key=asset,
+    )
+
+
+def _audit(graph, check_key, run_id: str | None, result, settings) -> dict:
+    name = check_key.asset_key.to_user_string()
+    ext = "parquet" if graph.get(check_key.asset_key).io_manager_key == "warehouse" else "json"
+    pubs = Publications(Path(settings.home) / "warehouse")
+    if run_id is None:
+        return {"published": dg.MetadataValue.text("nothing to publish: never materialized")}
+    accepted = result.passed or result.severity == dg.AssetCheckSeverity.WARN
+    with pubs.lock(name):
+        stamped = pubs.set_pass(name, run_id, check_key.name, accepted)
+        if not accepted:
+            kept = pubs.published_run(name)
+            return {
+                "rejected_value": dg.MetadataValue.path(str(pubs.staged_path(name, run_id, ext))),
+                "published_value_kept": dg.MetadataValue.text(
+                    f"run {kept}: {pubs.published_path(name, ext)}" if kept else "none"
+                ),
+            }
+        required = {k.name for k in blocking_checks(graph, [check_key.asset_key])}
+        if missing := sorted(required - stamped):
+            return {
+                "published": dg.MetadataValue.text(
+                    f"not yet: waiting for {', '.join(missing)} on run {run_id}"
+                )
+            }
+        if pubs.published_run(name) == run_id:
+            return {"published": dg.MetadataValue.text(f"already published (run {run_id})")}
+        record = pubs.publish(name, run_id, ext, sorted(required))
+    return {"published": dg.MetadataValue.path(record["path"])}
+
+
+def gate_check(**check_kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetChecksDefinition]:
+    """`@dg.asset_check(blocking=True, ...)` sealed with its evidence (see module doc).
+
+    The decorated function keeps its own parameters (the asset's value, additional
+    ins, resources); the configuration resource is added when it does not ask for it.
+    """
+    check_kwargs.setdefault("blocking", True)
+
+    def decorate(fn: Callable[..., dg.AssetCheckResult]) -> dg.AssetChecksDefinition:
+        flags: dict[str, bool] = {}
+
+        def sealed(context, e2i_config: ConfigResource, **kwargs):
+            if flags["config"]:
+                kwargs["e2i_config"] = e2i_config
+            return seal(context, fn(**kwargs), e2i_config.settings())
+
+        _, flags["config"] = with_context_and_config(sealed, fn, dg.AssetCheckExecutionContext)
+        return dg.asset_check(**check_kwargs)(sealed)
+
+    return decorate

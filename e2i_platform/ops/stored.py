@@ -1,0 +1,65 @@
+"""Whether an asset's stored value is really there: the event log says what was
+materialized, the disk says what survived. `make run` reuses nothing whose value
+is missing, changed or unreadable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+
+from e2i_platform.lib.graph import publishes
+from e2i_platform.lib.versions import sha256_file
+from e2i_platform.resources.publication import Publications
+
+
+def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str | None:
+    """Why the value of `key` materialized in `run_id` cannot be reused, or None."""
+    name = key.to_user_string()
+    home = Path(settings.home)
+    if publishes(graph, key):
+        ext = "parquet" if graph.get(key).io_manager_key == "warehouse" else "json"
+        pubs = Publications(home / "warehouse")
+        if problem := pubs.problem(name, ext, run_id):
+            return problem
+        if ext == "parquet":
+            problem = _parquet_problem(pubs.published_path(name, ext))
+        else:
+            problem = _record_problem(name, pubs.published_path(name, ext), home)
+        return problem
+    if name == "feature_registry":
+        registry = home / "feast" / "registry.db"
+        return None if registry.exists() else f"the Feast registry {registry} is missing"
+    if name == "online_features" and settings.online_store == "sqlite":
+        db = home / "feast" / "online_store.db"
+        return None if db.exists() else f"the online store {db} is missing"
+    return None
+
+
+def _parquet_problem(path: Path) -> str | None:
+    import pyarrow.parquet as pq
+
+    try:
+        pq.read_metadata(path)
+    except Exception as exc:  # any reader error: not a usable table
+        return f"its published file {path} is not readable Parquet ({type(exc).__name__})"
+    return None
+
+
+def _record_problem(name: str, path: Path, home: Path) -> str | None:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return f"its published record {path} is not readable JSON ({type(exc).__name__})"
+    if name == "trained_model":
+        model = Path(record["model_file"])
+        if not model.exists():
+            return f"its model file {model} is missing"
+        if sha256_file(model) != record["model_sha256"]:
+            return f"its model file {model} differs from the trained model (sha256)"
+    if name == "champion_model":
+        manifest = home / "releases" / record["release_id"] / "manifest.json"
+        if not manifest.exists():
+            return f"its release manifest {manifest} is missing"
+    return None

@@ -1,0 +1,183 @@
+"""Write-audit-publish for the warehouse: a new value is staged, and becomes the
+published value only when every blocking check of its asset passed on it.
+
+Dagster runs an asset's checks after its IO manager stored the value (checks read
+the stored value), so the IO manager cannot write where readers look. Instead:
+
+    warehouse/.staged/<asset>/<run_id>.<ext>   the value a run materialized (audited)
+    warehouse/<asset>.<ext>                    the published value: what external
+                                               readers and later runs read
+    warehouse/.published/<asset>.json          which run's value is published, its
+                                               sha256, when, after which checks
+
+A blocking check that passes stamps its pass next to the staged value; the check
+that completes the set publishes (under a lock, so two checks finishing together
+publish once). A rejected value stays staged, its path named in the check's
+metadata; the published value and its record are untouched, byte for byte.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from e2i_platform.lib.versions import sha256_file
+
+STAGED = ".staged"
+RECORDS = ".published"
+
+# What each check step loaded, by (run id, step key): {asset: run id of the value}.
+# The IO manager fills it while loading a step's inputs; the check that runs next in
+# the same process takes it, so its verdict records exactly what it read.
+_LOADED: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def note_loaded(run_id: str, step_key: str, asset: str, value_run_id: str) -> None:
+    _LOADED.setdefault((run_id, step_key), {})[asset] = value_run_id
+
+
+def take_loaded(run_id: str, step_key: str) -> dict[str, str]:
+    return _LOADED.pop((run_id, step_key), {})
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    """JSON written next to the target, flushed to disk, then renamed into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Publications:
+    """Staged and published values of the assets stored under one warehouse directory."""
+
+    def __init__(self, warehouse: Path):
+        self.warehouse = Path(warehouse)
+
+    # --- where things are ----------------------------------------------------------
+
+    def published_path(self, asset: str, ext: str) -> Path:
+        return self.warehouse / f"{asset}.{ext}"
+
+    def staged_path(self, asset: str, run_id: str, ext: str) -> Path:
+        return self.warehouse / STAGED / asset / f"{run_id}.{ext}"
+
+    def _passes_path(self, asset: str, run_id: str) -> Path:
+        return self.warehouse / STAGED / asset / f"{run_id}.passed.json"
+
+    def record_path(self, asset: str) -> Path:
+        return self.warehouse / RECORDS / f"{asset}.json"
+
+    def record(self, asset: str) -> dict | None:
+        """The publication record, or None when nothing (readable) is published."""
+        try:
+            return json.loads(self.record_path(asset).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def published_run(self, asset: str) -> str | None:
+        record = self.record(asset)
+        return record["run_id"] if record else None
+
+    # --- staging and publishing ----------------------------------------------------
+
+    def stage(self, asset: str, run_id: str, ext: str, write: Callable[[Path], None]) -> Path:
+        """Write a run's value beside the others (atomically), not where readers look."""
+        path = self.staged_path(asset, run_id, ext)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            write(Path(tmp))
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    def value_path(self, asset: str, run_id: str, ext: str) -> Path | None:
+        """Where the value a run materialized is now: staged, or published after its gates."""
+        staged = self.staged_path(asset, run_id, ext)
+        if staged.exists():
+            return staged
+        record = self.record(asset)
+        published = self.published_path(asset, ext)
+        if record and record["run_id"] == run_id and published.exists():
+            return published
+        return None
+
+    @contextmanager
+    def lock(self, asset: str) -> Iterator[None]:
+        path = self.warehouse / STAGED / asset / ".lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def passes(self, asset: str, run_id: str) -> set[str]:
+        try:
+            return set(json.loads(self._passes_path(asset, run_id).read_text()))
+        except (OSError, ValueError):
+            return set()
+
+    def set_pass(self, asset: str, run_id: str, check: str, passed: bool) -> set[str]:
+        """Record (or withdraw) a check's pass of a run's value; call under `lock`."""
+        current = self.passes(asset, run_id)
+        current = current | {check} if passed else current - {check}
+        atomic_write_json(sorted(current), self._passes_path(asset, run_id))
+        return current
+
+    def publish(self, asset: str, run_id: str, ext: str, checks: list[str]) -> dict:
+        """Make a run's staged value the published one: the file readers see is replaced
+        atomically, then the record says which run it is."""
+        staged = self.staged_path(asset, run_id, ext)
+        if not staged.exists():
+            raise FileNotFoundError(f"{asset}: no staged value of run {run_id} at {staged}")
+        target = self.published_path(asset, ext)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{run_id}.tmp")
+        tmp.unlink(missing_ok=True)
+        os.link(staged, tmp)  # same file system: no copy, and the staged path stays valid
+        os.replace(tmp, target)
+        record = {
+            "asset": asset,
+            "run_id": run_id,
+            "path": str(target),
+            "sha256": sha256_file(target),
+            "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "after_checks": sorted(checks),
+        }
+        atomic_write_json(record, self.record_path(asset))
+        staged.unlink(missing_ok=True)
+        self._passes_path(asset, run_id).unlink(missing_ok=True)
+        return record
+
+    def problem(self, asset: str, ext: str, run_id: str) -> str | None:
+        """Why the published value is not the intact value of `run_id`, or None."""
+        record = self.record(asset)
+        path = self.published_path(asset, ext)
+        if record is None:
+            return f"no published value (no readable {self.record_path(asset)})"
+        if record["run_id"] != run_id:
+            return f"the published value is from run {record['run_id']}, not run {run_id}"
+        if not path.exists():
+            return f"its published file {path} is missing"
+        if sha256_file(path) != record["sha256"]:
+            return f"its published file {path} was changed after publication (sha256 differs)"
+        return None
