@@ -28,6 +28,7 @@ from e2i_platform.lib.verdicts import (
     Expected,
     GateVerdict,
     judge,
+    latest_evaluations,
     latest_materializations,
 )
 from e2i_platform.resources.config import ConfigResource
@@ -60,8 +61,9 @@ def verdicts_for(
     assets = {k.asset_key for k in check_keys}
     assets |= {a for k in check_keys for a in check_reads(graph, k)}
     latest = latest_materializations(instance, assets)
+    evaluations = latest_evaluations(instance, check_keys)
     expected = expected_now(settings, graph)
-    return [judge(instance, key, expected, latest) for key in check_keys]
+    return [judge(instance, key, expected, latest, evaluations) for key in check_keys]
 
 
 # Verdicts judged per step, so the first input a step loads and its body share them.

@@ -76,13 +76,26 @@ def _when(epoch: float) -> str:
 
 
 def latest_materializations(instance: dg.DagsterInstance, keys: Iterable[dg.AssetKey]) -> dict:
-    """The latest materialization record (storage id, run id) of each asset, or None;
-    one query for all of them."""
+    """The latest materialization record (storage id, run id) of each asset, or None; one
+    query for all of them (or one per asset, for a few)."""
     keys = list(keys)
+    if len(keys) <= 3:  # a query per key is cheaper than the asset-records query for few
+        found = {}
+        for key in keys:
+            records = instance.fetch_materializations(key, limit=1).records
+            found[key] = records[0] if records else None
+        return found
     found = {
         r.asset_entry.asset_key: r.asset_entry.last_materialization_record
         for r in instance.get_asset_records(keys)
     }
+    return {k: found.get(k) for k in keys}
+
+
+def latest_evaluations(instance: dg.DagsterInstance, keys: Iterable[dg.AssetCheckKey]) -> dict:
+    """The latest evaluation record of each check, or None; one query for all of them."""
+    keys = list(keys)
+    found = instance.event_log_storage.get_latest_asset_check_execution_by_key(keys)
     return {k: found.get(k) for k in keys}
 
 
@@ -91,9 +104,11 @@ def judge(
     check_key: dg.AssetCheckKey,
     expected: Expected,
     latest: dict[dg.AssetKey, object] | None = None,
+    evaluations: dict | None = None,
 ) -> GateVerdict:
     """The verdict of `check_key` on what exists now. `latest` may hold latest
-    materialization records already fetched (`latest_materializations`)."""
+    materialization records already fetched (`latest_materializations`), `evaluations`
+    latest evaluation records (`latest_evaluations`)."""
     latest = latest if latest is not None else {}
 
     def latest_record(asset: dg.AssetKey):
@@ -109,7 +124,9 @@ def judge(
     if materialization is None:
         return closed("its asset has never been materialized")
     current = materialization.run_id
-    record = instance.get_latest_asset_check_evaluation_record(check_key)
+    if evaluations is None or check_key not in evaluations:
+        evaluations = latest_evaluations(instance, [check_key])
+    record = evaluations[check_key]
     if record is None:
         return closed("it has never been evaluated")
     if record.status.value not in _COMPLETED:

@@ -29,7 +29,7 @@ import dagster as dg
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
 from e2i_platform.lib.gates import expected_now
 from e2i_platform.lib.graph import blocking_checks, check_reads
-from e2i_platform.lib.verdicts import judge, latest_materializations
+from e2i_platform.lib.verdicts import judge, latest_evaluations, latest_materializations
 from e2i_platform.lib.versions import CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_VERSION_PREFIX
 from e2i_platform.ops.stored import stored_value_problem
 
@@ -83,7 +83,10 @@ def plan_run(
     materializable = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
     latest = instance.get_latest_materialization_events(materializable)  # one query
     records = latest_materializations(instance, materializable)  # one query
-    plan = _Plan(graph, instance, source, settings, raw_tables, decisions, versions, records)
+    evaluations = latest_evaluations(instance, blocking_checks(graph, materializable))  # one
+    plan = _Plan(
+        graph, instance, source, settings, raw_tables, decisions, versions, records, evaluations
+    )
     for key in plan_order(graph, materializable):
         event = latest.get(key)
         tags = (event.asset_materialization.tags or {}) if event else {}
@@ -125,6 +128,7 @@ class _Plan:
     decisions: dict
     versions: dict
     records: dict
+    evaluations: dict
 
     def __post_init__(self):
         self.expected = expected_now(self.settings, self.graph)
@@ -157,7 +161,7 @@ class _Plan:
             for read in sorted(check_reads(graph, check_key), key=str):
                 if read in decisions and decisions[read].run:
                     return f"gate {check_key.name} reads {read.to_user_string()}, which runs"
-            verdict = judge(self.instance, check_key, self.expected, self.records)
+            verdict = judge(self.instance, check_key, self.expected, self.records, self.evaluations)
             if not verdict.passed:
                 closed.append(verdict)
         if closed:

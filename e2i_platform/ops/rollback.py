@@ -106,7 +106,10 @@ def rollback_job():
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
-        prog="make rollback", description=__doc__.split("\n\n")[0].splitlines()[0]
+        prog="make rollback",
+        description="Make the previous release's model champion again: a new release of "
+        "kind rollback, the MLflow alias and releases/CURRENT moved back, and a "
+        "champion_model materialization recording it on the platform's Dagster instance.",
     )
     parser.add_argument("--reason", required=True, help="why (recorded in the manifest)")
     args = parser.parse_args(argv)
