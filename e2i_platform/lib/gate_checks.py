@@ -68,9 +68,11 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     unloaded = [k for k in read if k.to_user_string() not in loaded]
     judged = {**_latest_runs(context.instance, unloaded), **loaded}
     metadata = dict(result.metadata or {})
-    metadata.update(evidence(check_key, settings, judged, metadata))
+    sealed = evidence(check_key, settings, judged, metadata)
+    metadata.update(sealed)
     if publishes(graph, asset):
-        metadata.update(_audit(graph, check_key, judged[asset.to_user_string()], result, settings))
+        run_id = judged[asset.to_user_string()]
+        metadata.update(_audit(context, graph, check_key, run_id, result, settings, sealed))
     return dg.AssetCheckResult(
         passed=result.passed,
         severity=result.severity,
@@ -81,15 +83,39 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     )
 
 
-def _audit(graph, check_key, run_id: str | None, result, settings) -> dict:
-    name = check_key.asset_key.to_user_string()
-    ext = "parquet" if graph.get(check_key.asset_key).io_manager_key == "warehouse" else "json"
+def _stamp(metadata) -> dict:
+    """The evidence of a pass, as stored next to the value it passed."""
+
+    def plain(key):
+        value = metadata.get(key)
+        return getattr(value, "value", value) if value is not None else None
+
+    return {
+        "judged_inputs": plain(JUDGED_INPUTS),
+        "judged_under": plain(JUDGED_UNDER),
+        "expires_at": plain(EXPIRES_AT),
+        "evaluated_at": plain(EVALUATED_AT),
+    }
+
+
+def _audit(context, graph, check_key, run_id: str | None, result, settings, evidence_now) -> dict:
+    """Stamp (or withdraw) this check's pass of the value of `run_id`; publish it when the
+    stamps of every blocking check of the asset hold now, by the verdict rule's own
+    evidence test, and the value is still the asset's latest."""
+    from e2i_platform.lib.gates import expected_now
+    from e2i_platform.lib.verdicts import evidence_problem, latest_materializations
+
+    asset = check_key.asset_key
+    name = asset.to_user_string()
+    ext = "parquet" if graph.get(asset).io_manager_key == "warehouse" else "json"
     pubs = Publications(Path(settings.home) / "warehouse")
     if run_id is None:
         return {"published": dg.MetadataValue.text("nothing to publish: never materialized")}
     accepted = result.passed or result.severity == dg.AssetCheckSeverity.WARN
     with pubs.lock(name):
-        stamped = pubs.set_pass(name, run_id, check_key.name, accepted)
+        stamps = pubs.set_pass(
+            name, run_id, check_key.name, _stamp(evidence_now) if accepted else None
+        )
         if not accepted:
             kept = pubs.published_run(name)
             return {
@@ -98,16 +124,41 @@ def _audit(graph, check_key, run_id: str | None, result, settings) -> dict:
                     f"run {kept}: {pubs.published_path(name, ext)}" if kept else "none"
                 ),
             }
-        required = {k.name for k in blocking_checks(graph, [check_key.asset_key])}
-        if missing := sorted(required - stamped):
+
+        def latest_record(key):
+            return latest_materializations(context.instance, [key])[key]
+
+        newest = latest_record(asset)
+        if newest is None or newest.run_id != run_id:
             return {
                 "published": dg.MetadataValue.text(
-                    f"not yet: waiting for {', '.join(missing)} on run {run_id}"
+                    f"not published: run {run_id} is no longer the latest materialization "
+                    f"(run {newest.run_id if newest else None})"
                 )
             }
+        expected = expected_now(settings, graph)
+        waiting = []
+        for other in blocking_checks(graph, [asset]):
+            stamp = stamps.get(other.name)
+            if stamp is None:
+                waiting.append(f"{other.name} (no pass on run {run_id})")
+                continue
+            problem = evidence_problem(
+                other,
+                expected,
+                stamp["judged_inputs"] or {},
+                stamp["judged_under"],
+                stamp["expires_at"],
+                latest_record,
+                stamp["evaluated_at"],
+            )
+            if problem:
+                waiting.append(f"{other.name} ({problem})")
+        if waiting:
+            return {"published": dg.MetadataValue.text("not yet: " + "; ".join(waiting))}
         if pubs.published_run(name) == run_id:
             return {"published": dg.MetadataValue.text(f"already published (run {run_id})")}
-        record = pubs.publish(name, run_id, ext, sorted(required))
+        record = pubs.publish(name, run_id, ext, sorted(stamps))
     return {"published": dg.MetadataValue.path(record["path"])}
 
 

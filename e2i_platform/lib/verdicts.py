@@ -99,6 +99,43 @@ def latest_evaluations(instance: dg.DagsterInstance, keys: Iterable[dg.AssetChec
     return {k: found.get(k) for k in keys}
 
 
+def evidence_problem(
+    check_key: dg.AssetCheckKey,
+    expected: Expected,
+    judged: dict,
+    judged_under: str | None,
+    expires: float | None,
+    latest_record: Callable,
+    evaluated: str,
+) -> str | None:
+    """Why evidence recorded by a check no longer describes what exists now, or None:
+    what it read, the configuration it applied, its expiry (shared by `judge` and by the
+    publication of a value whose passes were stamped by several checks)."""
+    for read in sorted(expected.reads(check_key), key=str):
+        name = read.to_user_string()
+        record_now = latest_record(read)
+        now_run = record_now.run_id if record_now is not None else None
+        if name not in judged:
+            return f"its evaluation does not record which {name} it read"
+        if judged[name] != now_run:
+            return (
+                f"it judged {name} of run {judged[name]}, but the latest {name} is from "
+                f"run {now_run}"
+            )
+    try:
+        config_now = expected.config_version(check_key)
+    except Exception as exc:  # cannot tell what configuration applies: closed
+        return f"cannot tell its configuration now ({type(exc).__name__}: {exc})"
+    if judged_under != config_now:
+        return (
+            f"it was judged under configuration {judged_under or 'unrecorded'}, "
+            f"the configuration now is {config_now}"
+        )
+    if expires is not None and expected.now >= float(expires):
+        return f"its verdict of {evaluated} expired at {_when(float(expires))}"
+    return None
+
+
 def judge(
     instance: dg.DagsterInstance,
     check_key: dg.AssetCheckKey,
@@ -144,33 +181,23 @@ def judge(
         )
     judged = _meta(evaluation, JUDGED_INPUTS)
     judged = json.loads(judged) if isinstance(judged, str) else (judged or {})
-    for read in sorted(expected.reads(check_key), key=str):
-        name = read.to_user_string()
-        record_now = latest_record(read)
-        now_run = record_now.run_id if record_now is not None else None
-        if name not in judged:
-            return closed(f"its evaluation does not record which {name} it read")
-        if judged[name] != now_run:
-            return closed(
-                f"it judged {name} of run {judged[name]}, but the latest {name} is from "
-                f"run {now_run}"
-            )
-    try:
-        config_now = expected.config_version(check_key)
-    except Exception as exc:  # cannot tell what configuration applies: closed
-        return closed(f"cannot tell its configuration now ({type(exc).__name__}: {exc})")
-    judged_under = _meta(evaluation, JUDGED_UNDER)
-    if judged_under != config_now:
+    if judged.get(asset.to_user_string(), target.run_id) != target.run_id:
         return closed(
-            f"it was judged under configuration {judged_under or 'unrecorded'}, "
-            f"the configuration now is {config_now}"
+            f"it read the value of run {judged[asset.to_user_string()]}, not the one it is "
+            f"recorded against (run {target.run_id})"
         )
+    problem = evidence_problem(
+        check_key,
+        expected,
+        judged,
+        _meta(evaluation, JUDGED_UNDER),
+        _meta(evaluation, EXPIRES_AT),
+        latest_record,
+        _meta(evaluation, EVALUATED_AT) or f"run {record.run_id}",
+    )
+    if problem:
+        return closed(problem)
     expires = _meta(evaluation, EXPIRES_AT)
-    if expires is not None and expected.now >= float(expires):
-        return closed(
-            f"its verdict of {_meta(evaluation, EVALUATED_AT) or 'run ' + record.run_id} "
-            f"expired at {_when(float(expires))}"
-        )
     warned = not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     if not evaluation.passed and not warned:
         summary = evaluation.description or "failed"

@@ -83,7 +83,12 @@ def judged_config(settings, check_key) -> object:
     if name == "references_resolve":
         return None  # the contract's foreign keys: code
     if name == "freshness":
-        return settings.feast.model_dump(mode="json", include={"freshness", "views", "sample_size"})
+        # Which store was measured is part of the verdict: another one was not.
+        return {
+            **settings.feast.model_dump(mode="json", include={"freshness", "views", "sample_size"}),
+            "online_store": settings.online_store,
+            "redis": _redis_target() if settings.online_store == "redis" else None,
+        }
     if name == "no_leakage":
         return settings.training.model_dump(mode="json", include={"leakage", "dataset"})
     if name in type(settings.promotion).model_fields:
@@ -99,3 +104,15 @@ def judged_version(settings, check_key) -> str:
     digest.update(f"{settings.env}|{check_key.name}".encode())
     digest.update(json.dumps(judged_config(settings, check_key), sort_keys=True).encode())
     return digest.hexdigest()[:16]
+
+
+def _redis_target() -> str | None:
+    """host:port/db of REDIS_URL, never its password."""
+    import os
+    from urllib.parse import urlsplit
+
+    url = os.environ.get("REDIS_URL")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.hostname}:{parts.port or 6379}/{parts.path.lstrip('/') or 0}"

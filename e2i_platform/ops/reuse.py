@@ -22,7 +22,7 @@ re-run costs a few queries and file reads instead of the whole graph.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dagster as dg
 
@@ -32,6 +32,9 @@ from e2i_platform.lib.graph import blocking_checks, check_reads
 from e2i_platform.lib.verdicts import judge, latest_evaluations, latest_materializations
 from e2i_platform.lib.versions import CODE_VERSION_TAG, DATA_VERSION_TAG, INPUT_VERSION_PREFIX
 from e2i_platform.ops.stored import stored_value_problem
+
+# How long a reused time-based verdict must still hold: about a cold run's length.
+EXPIRY_MARGIN_S = 600
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,10 @@ class _Plan:
     evaluations: dict
 
     def __post_init__(self):
-        self.expected = expected_now(self.settings, self.graph)
+        # A verdict that expires while the run is still going would be refused downstream:
+        # judged as of a while from now, it is re-evaluated instead of reused.
+        expected = expected_now(self.settings, self.graph)
+        self.expected = replace(expected, now=expected.now + EXPIRY_MARGIN_S)
 
     def why_run(self, key, tags, event) -> str | None:
         graph, decisions, versions = self.graph, self.decisions, self.versions

@@ -38,7 +38,8 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     pubs = Publications(settings.home / "warehouse")
     record = {**manifest, "decision": f"rolled back: {manifest['reason']}"}
     pubs.stage(name, context.run_id, "json", lambda p: atomic_write_json(record, p))
-    published = pubs.publish(name, context.run_id, "json", [])
+    with pubs.lock(name):
+        published = pubs.publish(name, context.run_id, "json", [])
     parents = [dg.AssetKey("trained_model"), dg.AssetKey("model_evaluation")]
     latest = context.instance.get_latest_materialization_events(parents)
     tags = {

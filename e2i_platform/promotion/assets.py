@@ -94,6 +94,21 @@ def require_evidence(trained: dict, evaluation: dict, current: dict | None) -> N
         )
 
 
+def require_model_file(trained: dict) -> None:
+    """The model file is the one trained (and evaluated): not replaced since."""
+    from pathlib import Path
+
+    from e2i_platform.lib.versions import sha256_file
+
+    path = Path(trained["model_file"])
+    if not path.exists() or sha256_file(path) != trained["model_sha256"]:
+        raise GateClosed(
+            f"champion_model refused: the model file {path} is missing or is not the trained "
+            f"model {_short(trained['model_sha256'])} (sha256 differs); materialize "
+            "trained_model again."
+        )
+
+
 def require_not_rolled_back(home, trained: dict, config: ChampionConfig) -> dict | None:
     """A model a rollback removed is promoted again only with an explicit override."""
     from e2i_platform.promotion.release import rollbacks_of
@@ -135,15 +150,24 @@ def champion_model(
     `model_evaluation` evaluated exactly this model (sha256) against the champion that
     is current now; never re-promotes a rolled-back model without an override. The same
     model already champion makes no new release, and says so."""
+    from e2i_platform.promotion.release import release_lock
+
+    settings = e2i_config.settings()
+    home = settings.home
+    mlflow.ensure_reachable()
+    with release_lock(home):  # a rollback cannot slip in between judging and promoting
+        return _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow)
+
+
+def _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow):
     from e2i_platform.lib.versions import code_version
     from e2i_platform.promotion.release import current_release, new_release_id, promote
     from e2i_platform.training.model_run import service_spec
 
-    settings = e2i_config.settings()
     home = settings.home
     current = current_release(home)
     require_evidence(trained_model, model_evaluation, current)
-    mlflow.ensure_reachable()
+    require_model_file(trained_model)
     if current is not None and current["model"]["model_sha256"] == trained_model["model_sha256"]:
         record = {**current, "decision": "unchanged: this model is already the champion"}
     else:
@@ -214,10 +238,26 @@ def patient_risk_scores(
     from e2i_platform.promotion.release import current_release
     from e2i_platform.promotion.scoring import score_current_patients
 
-    release = current_release(e2i_config.settings().home)
+    settings = e2i_config.settings()
+    release = current_release(settings.home)
     if release is None:
         raise dg.Failure("patient_risk_scores: no current release (releases/CURRENT) to score with")
+    if release["release_id"] != champion_model["release_id"]:
+        # CURRENT moves only with champion_model (promotion or recorded rollback).
+        raise dg.Failure(
+            f"patient_risk_scores refused: releases/CURRENT names {release['release_id']}, but "
+            f"champion_model's published value is {champion_model['release_id']}; CURRENT was "
+            "changed outside the platform. Promote or roll back through champion_model."
+        )
     scores, stats = score_current_patients(release, patient_journeys, feast.store())
+    tolerated = settings.feast.limits("patient_features").max_missing_share
+    unserved = stats["patients_without_online_patient_features"]
+    if len(scores) and unserved / len(scores) > tolerated:
+        raise dg.Failure(
+            f"patient_risk_scores refused: {unserved} of {len(scores)} current patients have no "
+            f"patient_features online (> {tolerated:.1%} tolerated); they would be scored on "
+            "nothing. Refresh the online store (feature_refresh) and score again."
+        )
     return dg.Output(
         scores,
         metadata={

@@ -9,9 +9,12 @@ and CURRENT back at the model of the release before the current one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -78,21 +81,53 @@ def publish(home: Path, manifest: dict) -> Path:
     return path
 
 
+@contextmanager
+def release_lock(home: Path) -> Iterator[None]:
+    """One writer of releases and CURRENT at a time (promotion, rollback)."""
+    root = releases_dir(home)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / ".lock").open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def rollback_target(home: Path, current: dict) -> dict:
+    """The release to restore: walking back through the releases that were in service
+    before the current one, the first whose model is another one and was never rolled
+    back (a rollback of a rollback goes further back, never forward again)."""
+    releases = {r["release_id"]: r for r in all_releases(home)}
+    current_model = current["model"]["model_sha256"]
+    seen = {current["release_id"]}
+    candidate = current.get("previous_release")
+    while candidate and candidate not in seen:
+        seen.add(candidate)
+        release = releases.get(candidate) or read_manifest(home, candidate)
+        model = release["model"]["model_sha256"]
+        if model != current_model and not rollbacks_of(home, model):
+            return release
+        candidate = release.get("previous_release")
+    raise RuntimeError(
+        f"rollback: release {current['release_id']} has no previous release to restore "
+        "(every earlier model is the current one or was rolled back)"
+    )
+
+
 def rollback(home: Path, mlflow, reason: str) -> dict:
-    """Make the model of the release before the current one champion again."""
+    """Make the model of the last release before the current one champion again (one
+    that was never rolled back); under the releases lock."""
+    with release_lock(home):
+        return _rollback(home, mlflow, reason)
+
+
+def _rollback(home: Path, mlflow, reason: str) -> dict:
     current = current_release(home)
     if current is None:
         raise RuntimeError(f"rollback: no current release under {releases_dir(home)}")
-    if current.get("kind") == "rollback":
-        # Rolling back a rollback goes one further back, not forward again.
-        previous_id = read_manifest(home, current["restores_release"]).get("previous_release")
-    else:
-        previous_id = current.get("previous_release")
-    if not previous_id:
-        raise RuntimeError(
-            f"rollback: release {current['release_id']} has no previous release to restore"
-        )
-    target = read_manifest(home, previous_id)
+    target = rollback_target(home, current)
+    previous_id = target["release_id"]
     if not Path(target["model"]["model_file"]).exists():
         raise RuntimeError(
             f"rollback: release {previous_id}'s model file {target['model']['model_file']} "

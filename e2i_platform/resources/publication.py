@@ -38,6 +38,10 @@ RECORDS = ".published"
 _LOADED: dict[tuple[str, str], dict[str, str]] = {}
 
 
+# sha256 of published files by their state on disk: a file is hashed once, not per read.
+_HASHED: dict[tuple, str] = {}
+
+
 def note_loaded(run_id: str, step_key: str, asset: str, value_run_id: str) -> None:
     _LOADED.setdefault((run_id, step_key), {})[asset] = value_run_id
 
@@ -130,25 +134,31 @@ class Publications:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def passes(self, asset: str, run_id: str) -> set[str]:
+    def passes(self, asset: str, run_id: str) -> dict[str, dict]:
+        """The checks that passed a run's value, each with the evidence it judged on."""
         try:
-            return set(json.loads(self._passes_path(asset, run_id).read_text()))
-        except (OSError, ValueError):
-            return set()
+            return dict(json.loads(self._passes_path(asset, run_id).read_text()))
+        except (OSError, ValueError, TypeError):
+            return {}
 
-    def set_pass(self, asset: str, run_id: str, check: str, passed: bool) -> set[str]:
-        """Record (or withdraw) a check's pass of a run's value; call under `lock`."""
+    def set_pass(self, asset: str, run_id: str, check: str, stamp: dict | None) -> dict:
+        """Record a check's pass of a run's value with its evidence (or withdraw it, with
+        None); call under `lock`."""
         current = self.passes(asset, run_id)
-        current = current | {check} if passed else current - {check}
-        atomic_write_json(sorted(current), self._passes_path(asset, run_id))
+        if stamp is None:
+            current.pop(check, None)
+        else:
+            current[check] = stamp
+        atomic_write_json(current, self._passes_path(asset, run_id))
         return current
 
     def publish(self, asset: str, run_id: str, ext: str, checks: list[str]) -> dict:
         """Make a run's staged value the published one: the file readers see is replaced
-        atomically, then the record says which run it is."""
+        atomically, then the record says which run it is. Call under `lock`."""
         staged = self.staged_path(asset, run_id, ext)
         if not staged.exists():
             raise FileNotFoundError(f"{asset}: no staged value of run {run_id} at {staged}")
+        digest = sha256_file(staged)  # of the bytes published, whoever publishes next
         target = self.published_path(asset, ext)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{run_id}.tmp")
@@ -159,7 +169,7 @@ class Publications:
             "asset": asset,
             "run_id": run_id,
             "path": str(target),
-            "sha256": sha256_file(target),
+            "sha256": digest,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "after_checks": sorted(checks),
         }
@@ -167,6 +177,21 @@ class Publications:
         staged.unlink(missing_ok=True)
         self._passes_path(asset, run_id).unlink(missing_ok=True)
         return record
+
+    def intact(self, asset: str, ext: str, record: dict) -> bool:
+        """Whether the published file still holds the bytes its record names (hashed once
+        per file state: path, inode, size and mtime)."""
+        path = self.published_path(asset, ext)
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        state = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+        if state not in _HASHED:
+            if len(_HASHED) > 4096:
+                _HASHED.clear()
+            _HASHED[state] = sha256_file(path)
+        return _HASHED[state] == record["sha256"]
 
     def problem(self, asset: str, ext: str, run_id: str) -> str | None:
         """Why the published value is not the intact value of `run_id`, or None."""
@@ -178,6 +203,6 @@ class Publications:
             return f"the published value is from run {record['run_id']}, not run {run_id}"
         if not path.exists():
             return f"its published file {path} is missing"
-        if sha256_file(path) != record["sha256"]:
+        if not self.intact(asset, ext, record):
             return f"its published file {path} was changed after publication (sha256 differs)"
         return None

@@ -61,7 +61,8 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 + " passed on this value"
             )
         else:
-            record = pubs.publish(asset, context.run_id, self.extension, [])
+            with pubs.lock(asset):
+                record = pubs.publish(asset, context.run_id, self.extension, [])
             metadata["path"] = dg.MetadataValue.path(record["path"])
             metadata["published"] = dg.MetadataValue.text("at once (no blocking check)")
         context.add_output_metadata(metadata)
@@ -93,6 +94,12 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 raise dg.Failure(
                     f"{asset}: no published value at {path}: it was never materialized, or "
                     "no value of it has passed its gates yet"
+                )
+            if not pubs.intact(asset, self.extension, record):
+                raise dg.Failure(
+                    f"{asset}: the published file {path} was changed after it was published "
+                    f"(run {record['run_id']}; its sha256 differs from "
+                    f"{pubs.record_path(asset)}): refusing to read it. Materialize {asset} again."
                 )
             run_id = record["run_id"]
         note_loaded(step.run_id, step.step.key, asset, run_id)

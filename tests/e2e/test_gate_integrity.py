@@ -222,8 +222,8 @@ def test_time_based_verdicts_expire_and_the_sensor_records_what_is_true(
     instance, e2i_home, monkeypatch
 ):
     # Limits of a minute or two so that expiry happens within the test.
-    monkeypatch.setenv("E2I_FRESHNESS_MAX_AGE_HOURS", str(75 / 3600))
-    monkeypatch.setenv("E2I_FRESHNESS_WARNING_HOURS", str(60 / 3600))
+    monkeypatch.setenv("E2I_FRESHNESS_MAX_AGE_HOURS", str(50 / 3600))
+    monkeypatch.setenv("E2I_FRESHNESS_WARNING_HOURS", str(35 / 3600))
     settings = load_settings()
     defs = definitions(settings, [online_consumer])
     chain = run(defs, instance, selection=FEATURE_CHAIN)
@@ -323,3 +323,44 @@ def test_a_rejected_table_keeps_its_last_good_value(
     assert (raw.read_bytes(), validated.read_bytes()) == before
     assert pd.read_parquet(gate.metadata["rejected_value"].value).shape == bad.shape
     assert table not in materialized(result)
+
+
+def test_a_published_file_changed_by_hand_is_not_read(settings, instance, e2i_home):
+    defs = definitions(settings)
+    inputs = table_selection("patient_journeys") | table_selection("treatment_events")
+    assert run(defs, instance, selection=inputs).success
+    published = e2i_home / "warehouse" / "patient_journeys.parquet"
+    journeys = pd.read_parquet(published)
+    journeys.head(10).to_parquet(published, index=False)  # another actor's edit
+    message = _refusal(run(defs, instance, selection=["patient_features"]))
+    assert "patient_journeys: the published file" in message
+    assert "was changed after it was published" in message
+
+
+def test_a_pass_that_no_longer_holds_does_not_publish(instance, generated, e2i_home, config_copy):
+    """expectations passed run R's journeys, references_resolve failed them. After the
+    parent is fixed and expectations' thresholds changed, re-executing references_resolve
+    alone passes R, but R is not published on expectations' outdated pass."""
+    write_landing(e2i_home, "hcp_profiles", generated.table("hcp_profiles").head(20))
+    defs = definitions(load_settings())
+    first = run(defs, instance, selection=table_selection("patient_journeys"))
+    assert evaluations(first)["patient_journeys.expectations"].passed
+    assert evaluations(first)["patient_journeys.references_resolve"].passed is False
+    published = e2i_home / "warehouse" / "patient_journeys.parquet"
+    assert not published.exists()
+
+    (e2i_home / "landing" / "hcp_profiles.parquet").unlink()  # the generator's full set
+    edit_yaml(
+        config_copy,
+        "quality",
+        ("tables", "patient_journeys", "distributions", "engagement_score", "mean", "min"),
+        3.5,
+    )
+    defs = definitions(load_settings())
+    assert run(defs, instance, selection=table_selection("hcp_profiles")).success
+    refs = dg.AssetCheckKey(dg.AssetKey("patient_journeys"), "references_resolve")
+    again = run(defs, instance, selection=dg.AssetSelection.checks(refs))
+    check = evaluations(again)["patient_journeys.references_resolve"]
+    assert check.passed
+    assert "expectations (it was judged under configuration" in check.metadata["published"].value
+    assert not published.exists()
