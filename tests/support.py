@@ -34,6 +34,16 @@ def current_release(home: Path) -> str:
     return (home / "releases" / "CURRENT").read_text().strip()
 
 
+def roll_back(defs: dg.Definitions, instance, reason: str) -> dg.ExecuteInProcessResult:
+    """The champion_rollback job, as the UI's Launchpad runs it."""
+    return defs.resolve_job_def("champion_rollback").execute_in_process(
+        instance=instance,
+        resources=defs.resources,
+        run_config={"ops": {"rollback_champion": {"config": {"reason": reason}}}},
+        raise_on_error=False,
+    )
+
+
 def write_landing(home: Path, table: str, df, fmt: str = "parquet") -> Path:
     landing = home / "landing"
     landing.mkdir(parents=True, exist_ok=True)

@@ -245,14 +245,25 @@ def _to_int(s: pd.Series):
     else:  # objects of mixed Python types: value by value
         bad = np.zeros(n, dtype=bool)
         undecided = ~null
+    for i, r in _resolve_each(obj, undecided, _resolve_int, bad).items():
+        values[i] = r
+    return _int_column(s, values, bad, null)
+
+
+def _resolve_each(obj: pd.Series, undecided, resolve, bad) -> dict[int, Any]:
+    """Python's own parse of the values the vectorised one could not settle: {row: value};
+    a value it cannot parse either is marked in `bad`."""
+    import numpy as np
+
     raw = obj.to_numpy()
+    resolved = {}
     for i in np.flatnonzero(undecided):
-        r = _resolve_int(raw[i])
+        r = resolve(raw[i])
         if r is None:
             bad[i] = True
         else:
-            values[i] = r
-    return _int_column(s, values, bad, null)
+            resolved[i] = r
+    return resolved
 
 
 def _to_float(s: pd.Series):
@@ -294,14 +305,7 @@ def _to_float(s: pd.Series):
         undecided &= ~bad
     else:  # objects of mixed Python types: value by value
         undecided = ~null
-    resolved = {}
-    raw = obj.to_numpy()
-    for i in np.flatnonzero(undecided):
-        r = _resolve_float(raw[i])
-        if r is None:
-            bad[i] = True
-        else:
-            resolved[i] = r
+    resolved = _resolve_each(obj, undecided, _resolve_float, bad)
     decided = obj.where(~undecided, np.nan)
     try:
         values = decided.astype(np.float64).to_numpy()

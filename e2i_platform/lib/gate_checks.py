@@ -19,7 +19,13 @@ from typing import Any
 
 import dagster as dg
 
-from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
+from e2i_platform.lib.graph import (
+    blocking_checks,
+    check_reads,
+    location_graph,
+    publishes,
+    stored_extension,
+)
 from e2i_platform.lib.signatures import with_context_and_config
 from e2i_platform.lib.verdicts import EVALUATED_AT, EXPIRES_AT, JUDGED_INPUTS, JUDGED_UNDER
 from e2i_platform.lib.versions import judged_version
@@ -31,18 +37,27 @@ FRESH_UNTIL = "dagster/fresh_until_timestamp"
 
 def evidence(
     check_key: dg.AssetCheckKey, settings, judged_inputs: dict[str, str | None], metadata
-) -> dict[str, dg.MetadataValue]:
-    """The evidence entries of a check result (also used by the freshness sensor, which
-    records evaluations of its own)."""
-    now = datetime.now(UTC)
-    out = {
-        JUDGED_INPUTS: dg.MetadataValue.json(dict(sorted(judged_inputs.items()))),
-        JUDGED_UNDER: dg.MetadataValue.text(judged_version(settings, check_key)),
-        EVALUATED_AT: dg.MetadataValue.text(now.isoformat(timespec="seconds")),
-    }
+) -> dict:
+    """What a check judged: the runs it read, the configuration version it applied, when,
+    and until when its verdict holds (from the result's own expiry, if any)."""
     expires = metadata.get(EXPIRES_AT, metadata.get(FRESH_UNTIL))
-    if expires is not None:
-        out[EXPIRES_AT] = dg.MetadataValue.timestamp(float(getattr(expires, "value", expires)))
+    return {
+        "judged_inputs": dict(sorted(judged_inputs.items())),
+        "judged_under": judged_version(settings, check_key),
+        "evaluated_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "expires_at": float(getattr(expires, "value", expires)) if expires is not None else None,
+    }
+
+
+def evidence_metadata(found: dict) -> dict[str, dg.MetadataValue]:
+    """The evidence as check-result metadata (also for the freshness sensor's results)."""
+    out = {
+        JUDGED_INPUTS: dg.MetadataValue.json(found["judged_inputs"]),
+        JUDGED_UNDER: dg.MetadataValue.text(found["judged_under"]),
+        EVALUATED_AT: dg.MetadataValue.text(found["evaluated_at"]),
+    }
+    if found["expires_at"] is not None:
+        out[EXPIRES_AT] = dg.MetadataValue.timestamp(found["expires_at"])
     return out
 
 
@@ -68,11 +83,11 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     unloaded = [k for k in read if k.to_user_string() not in loaded]
     judged = {**_latest_runs(context.instance, unloaded), **loaded}
     metadata = dict(result.metadata or {})
-    sealed = evidence(check_key, settings, judged, metadata)
-    metadata.update(sealed)
+    found = evidence(check_key, settings, judged, metadata)
+    metadata.update(evidence_metadata(found))
     if publishes(graph, asset):
         run_id = judged[asset.to_user_string()]
-        metadata.update(_audit(context, graph, check_key, run_id, result, settings, sealed))
+        metadata.update(_audit(context, graph, check_key, run_id, result, settings, found))
     return dg.AssetCheckResult(
         passed=result.passed,
         severity=result.severity,
@@ -83,22 +98,7 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     )
 
 
-def _stamp(metadata) -> dict:
-    """The evidence of a pass, as stored next to the value it passed."""
-
-    def plain(key):
-        value = metadata.get(key)
-        return getattr(value, "value", value) if value is not None else None
-
-    return {
-        "judged_inputs": plain(JUDGED_INPUTS),
-        "judged_under": plain(JUDGED_UNDER),
-        "expires_at": plain(EXPIRES_AT),
-        "evaluated_at": plain(EVALUATED_AT),
-    }
-
-
-def _audit(context, graph, check_key, run_id: str | None, result, settings, evidence_now) -> dict:
+def _audit(context, graph, check_key, run_id: str | None, result, settings, found) -> dict:
     """Stamp (or withdraw) this check's pass of the value of `run_id`; publish it when the
     stamps of every blocking check of the asset hold now, by the verdict rule's own
     evidence test, and the value is still the asset's latest."""
@@ -107,15 +107,13 @@ def _audit(context, graph, check_key, run_id: str | None, result, settings, evid
 
     asset = check_key.asset_key
     name = asset.to_user_string()
-    ext = "parquet" if graph.get(asset).io_manager_key == "warehouse" else "json"
+    ext = stored_extension(graph, asset)
     pubs = Publications(Path(settings.home) / "warehouse")
     if run_id is None:
         return {"published": dg.MetadataValue.text("nothing to publish: never materialized")}
     accepted = result.passed or result.severity == dg.AssetCheckSeverity.WARN
     with pubs.lock(name):
-        stamps = pubs.set_pass(
-            name, run_id, check_key.name, _stamp(evidence_now) if accepted else None
-        )
+        stamps = pubs.set_pass(name, run_id, check_key.name, found if accepted else None)
         if not accepted:
             kept = pubs.published_run(name)
             return {

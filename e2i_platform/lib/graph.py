@@ -12,8 +12,9 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-# IO managers whose values are staged and published after their gates (resources.storage).
-PUBLISHING_IO_MANAGERS = frozenset({"warehouse", "records"})
+# IO managers whose values are staged and published after their gates (resources.storage),
+# with the extension of their files.
+STORED_EXTENSIONS = {"warehouse": "parquet", "records": "json"}
 
 
 class GraphUnavailable(dg.Failure):
@@ -43,9 +44,12 @@ def check_reads(graph, check_key: dg.AssetCheckKey) -> set[dg.AssetKey]:
     return {k for k in graph.get(check_key).parent_entity_keys if k != check_key.asset_key}
 
 
-def publishes(graph, key: dg.AssetKey) -> bool:
-    """Whether the asset's values are staged and published after its gates."""
+def stored_extension(graph, key: dg.AssetKey) -> str | None:
+    """The file extension of the asset's published values, or None when its values are
+    not staged and published after its gates (the online store, the registry)."""
     node = graph.get(key)
-    if not node.is_materializable:
-        return False
-    return node.io_manager_key in PUBLISHING_IO_MANAGERS
+    return STORED_EXTENSIONS.get(node.io_manager_key) if node.is_materializable else None
+
+
+def publishes(graph, key: dg.AssetKey) -> bool:
+    return stored_extension(graph, key) is not None

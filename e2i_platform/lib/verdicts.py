@@ -55,7 +55,8 @@ class Expected:
     `config_version(check)` is the version of the configuration the check would apply
     now (it raises when the check is unknown: the verdict is then closed);
     `reads(check)` the assets the check reads besides its own; `published(asset)` the
-    run whose value of the asset is published, or `NOT_PUBLISHED`/`UNMANAGED`."""
+    run whose value of the asset is published, None when none is, or `UNMANAGED` for
+    an asset whose values are not published after its gates."""
 
     config_version: Callable[[dg.AssetCheckKey], str]
     reads: Callable[[dg.AssetCheckKey], Iterable[dg.AssetKey]]

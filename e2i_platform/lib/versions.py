@@ -62,6 +62,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def file_mismatch(path, sha256: str) -> str | None:
+    """Why `path` does not hold the bytes `sha256` names (missing, or other bytes), or None."""
+    path = Path(path)
+    if not path.exists():
+        return f"{path} is missing"
+    if sha256_file(path) != sha256:
+        return f"{path} is not the expected file (its sha256 is not {sha256[:12]}…)"
+    return None
+
+
 def frame_version(df) -> str:
     """sha256 (16 hex) of a DataFrame's columns, dtypes and values."""
     import pandas as pd

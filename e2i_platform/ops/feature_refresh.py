@@ -118,16 +118,15 @@ def freshness_evaluation(instance, settings, results, now) -> dg.AssetCheckEvalu
     )
 
     from e2i_platform.features.checks import freshness_gate
-    from e2i_platform.lib.gate_checks import evidence
+    from e2i_platform.lib.gate_checks import evidence, evidence_metadata
     from e2i_platform.lib.verdicts import latest_materializations
 
     key = dg.AssetCheckKey(dg.AssetKey("online_features"), "freshness")
     result = freshness_gate(results, now)
     latest = latest_materializations(instance, [key.asset_key])[key.asset_key]
     metadata = dict(result.metadata)
-    metadata.update(
-        evidence(key, settings, {"online_features": latest.run_id if latest else None}, metadata)
-    )
+    judged = {"online_features": latest.run_id if latest else None}
+    metadata.update(evidence_metadata(evidence(key, settings, judged, metadata)))
     metadata["evaluated_by"] = dg.MetadataValue.text("feature_freshness_sensor")
     target = (
         AssetCheckEvaluationTargetMaterializationData(

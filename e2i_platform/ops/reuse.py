@@ -84,14 +84,13 @@ def plan_run(
     decisions: dict[dg.AssetKey, Decision] = {}
     versions: dict[dg.AssetKey, str | None] = {}
     materializable = [k for k in graph.get_all_asset_keys() if graph.get(k).is_materializable]
-    latest = instance.get_latest_materialization_events(materializable)  # one query
     records = latest_materializations(instance, materializable)  # one query
     evaluations = latest_evaluations(instance, blocking_checks(graph, materializable))  # one
     plan = _Plan(
         graph, instance, source, settings, raw_tables, decisions, versions, records, evaluations
     )
     for key in plan_order(graph, materializable):
-        event = latest.get(key)
+        event = records[key].event_log_entry if records[key] else None
         tags = (event.asset_materialization.tags or {}) if event else {}
         versions[key] = tags.get(DATA_VERSION_TAG)
         name = key.to_user_string()

@@ -32,12 +32,12 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     """Publish the rollback release as champion_model's value and log its materialization,
     versioned like one of the asset's own (code version, inputs it stands on)."""
     from e2i_platform.lib.versions import DATA_VERSION_TAG, INPUT_VERSION_PREFIX, platform_version
-    from e2i_platform.resources.publication import Publications, atomic_write_json
+    from e2i_platform.resources.publication import Publications, write_json
 
     name = CHAMPION.to_user_string()
     pubs = Publications(settings.home / "warehouse")
     record = {**manifest, "decision": f"rolled back: {manifest['reason']}"}
-    pubs.stage(name, context.run_id, "json", lambda p: atomic_write_json(record, p))
+    pubs.stage(name, context.run_id, "json", lambda p: write_json(record, p))
     with pubs.lock(name):
         published = pubs.publish(name, context.run_id, "json", [])
     parents = [dg.AssetKey("trained_model"), dg.AssetKey("model_evaluation")]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import dagster as dg
 
-from e2i_platform.lib.graph import publishes
-from e2i_platform.lib.versions import sha256_file
+from e2i_platform.lib.graph import stored_extension
+from e2i_platform.lib.versions import file_mismatch
 from e2i_platform.resources.publication import Publications
 
 
@@ -18,8 +18,7 @@ def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str 
     """Why the value of `key` materialized in `run_id` cannot be reused, or None."""
     name = key.to_user_string()
     home = Path(settings.home)
-    if publishes(graph, key):
-        ext = "parquet" if graph.get(key).io_manager_key == "warehouse" else "json"
+    if ext := stored_extension(graph, key):
         pubs = Publications(home / "warehouse")
         if problem := pubs.problem(name, ext, run_id):
             return problem
@@ -52,12 +51,10 @@ def _record_problem(name: str, path: Path, home: Path) -> str | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         return f"its published record {path} is not readable JSON ({type(exc).__name__})"
-    if name == "trained_model":
-        model = Path(record["model_file"])
-        if not model.exists():
-            return f"its model file {model} is missing"
-        if sha256_file(model) != record["model_sha256"]:
-            return f"its model file {model} differs from the trained model (sha256)"
+    if name == "trained_model" and (
+        problem := file_mismatch(record["model_file"], record["model_sha256"])
+    ):
+        return f"its model file {problem}"
     if name == "champion_model":
         manifest = home / "releases" / record["release_id"] / "manifest.json"
         if not manifest.exists():

@@ -96,15 +96,11 @@ def require_evidence(trained: dict, evaluation: dict, current: dict | None) -> N
 
 def require_model_file(trained: dict) -> None:
     """The model file is the one trained (and evaluated): not replaced since."""
-    from pathlib import Path
+    from e2i_platform.lib.versions import file_mismatch
 
-    from e2i_platform.lib.versions import sha256_file
-
-    path = Path(trained["model_file"])
-    if not path.exists() or sha256_file(path) != trained["model_sha256"]:
+    if problem := file_mismatch(trained["model_file"], trained["model_sha256"]):
         raise GateClosed(
-            f"champion_model refused: the model file {path} is missing or is not the trained "
-            f"model {_short(trained['model_sha256'])} (sha256 differs); materialize "
+            f"champion_model refused: the trained model's file {problem}; materialize "
             "trained_model again."
         )
 

@@ -9,16 +9,13 @@ and CURRENT back at the model of the release before the current one.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from e2i_platform.resources.publication import atomic_write_json
+from e2i_platform.resources.publication import atomic_write_json, file_lock
 
 CHAMPION_ALIAS = "champion"
 
@@ -51,16 +48,20 @@ def all_releases(home: Path) -> list[dict]:
     return [read_manifest(home, i) for i in ids]
 
 
+def _rollbacks_by_model(releases: dict[str, dict]) -> dict[str, list[dict]]:
+    """model sha256 -> the rollbacks that took it out of service, oldest first."""
+    out: dict[str, list[dict]] = {}
+    for r in releases.values():
+        if r.get("kind") == "rollback":
+            removed = releases.get(r["rolled_back_release"], {}).get("model", {})
+            out.setdefault(removed.get("model_sha256"), []).append(r)
+    return out
+
+
 def rollbacks_of(home: Path, model_sha256: str) -> list[dict]:
     """The rollbacks that took this model out of service, oldest first."""
     releases = {r["release_id"]: r for r in all_releases(home)}
-    return [
-        r
-        for r in releases.values()
-        if r.get("kind") == "rollback"
-        and releases.get(r["rolled_back_release"], {}).get("model", {}).get("model_sha256")
-        == model_sha256
-    ]
+    return _rollbacks_by_model(releases).get(model_sha256, [])
 
 
 def new_release_id(kind: str) -> str:
@@ -81,17 +82,9 @@ def publish(home: Path, manifest: dict) -> Path:
     return path
 
 
-@contextmanager
-def release_lock(home: Path) -> Iterator[None]:
+def release_lock(home: Path):
     """One writer of releases and CURRENT at a time (promotion, rollback)."""
-    root = releases_dir(home)
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    return file_lock(releases_dir(home) / ".lock")
 
 
 def rollback_target(home: Path, current: dict) -> dict:
@@ -99,6 +92,7 @@ def rollback_target(home: Path, current: dict) -> dict:
     before the current one, the first whose model is another one and was never rolled
     back (a rollback of a rollback goes further back, never forward again)."""
     releases = {r["release_id"]: r for r in all_releases(home)}
+    rolled_back = _rollbacks_by_model(releases)
     current_model = current["model"]["model_sha256"]
     seen = {current["release_id"]}
     candidate = current.get("previous_release")
@@ -106,7 +100,7 @@ def rollback_target(home: Path, current: dict) -> dict:
         seen.add(candidate)
         release = releases.get(candidate) or read_manifest(home, candidate)
         model = release["model"]["model_sha256"]
-        if model != current_model and not rollbacks_of(home, model):
+        if model != current_model and model not in rolled_back:
             return release
         candidate = release.get("previous_release")
     raise RuntimeError(

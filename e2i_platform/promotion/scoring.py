@@ -40,17 +40,16 @@ def online_feature_frame(store, entities: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_current_patients(champion: dict, journeys: pd.DataFrame, store):
-    from e2i_platform.lib.versions import sha256_file
+    from e2i_platform.lib.versions import file_mismatch
     from e2i_platform.training.model_data import as_model_input
     from e2i_platform.training.model_run import load_booster
     from e2i_platform.training.runs import METADATA_FILE
 
     model = champion["model"]
     model_file = Path(model["model_file"])
-    if not model_file.exists() or sha256_file(model_file) != model["model_sha256"]:
+    if problem := file_mismatch(model_file, model["model_sha256"]):
         raise ValueError(
-            f"patient_risk_scores: release {champion['release_id']}'s model file {model_file} "
-            f"is missing or is not the released model {model['model_sha256'][:12]} (sha256)"
+            f"patient_risk_scores: release {champion['release_id']}'s model file {problem}"
         )
     metadata = json.loads((model_file.parent / METADATA_FILE).read_text())
     entities = current_patients(journeys)

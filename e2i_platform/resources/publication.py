@@ -50,19 +50,44 @@ def take_loaded(run_id: str, step_key: str) -> dict[str, str]:
     return _LOADED.pop((run_id, step_key), {})
 
 
-def atomic_write_json(obj, path: Path) -> None:
-    """JSON written next to the target, flushed to disk, then renamed into place."""
+@contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock held on `path` (created) for the block; not reentrant."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def write_json(obj, path: Path) -> None:
+    """JSON written and flushed to disk (callers make it atomic: `atomic_write_json`,
+    or `Publications.stage`)."""
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True, default=str)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """`write` to a file next to `path`, then rename it into place: readers see the old
+    file or the new one, never half of one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
+        write(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def atomic_write_json(obj, path: Path) -> None:
+    atomic_write(path, lambda p: write_json(obj, p))
 
 
 class Publications:
@@ -100,17 +125,7 @@ class Publications:
 
     def stage(self, asset: str, run_id: str, ext: str, write: Callable[[Path], None]) -> Path:
         """Write a run's value beside the others (atomically), not where readers look."""
-        path = self.staged_path(asset, run_id, ext)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(fd)
-        try:
-            write(Path(tmp))
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write(self.staged_path(asset, run_id, ext), write)
 
     def value_path(self, asset: str, run_id: str, ext: str) -> Path | None:
         """Where the value a run materialized is now: staged, or published after its gates."""
@@ -123,16 +138,9 @@ class Publications:
             return published
         return None
 
-    @contextmanager
-    def lock(self, asset: str) -> Iterator[None]:
-        path = self.warehouse / STAGED / asset / ".lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    def lock(self, asset: str):
+        """One publisher of an asset at a time."""
+        return file_lock(self.warehouse / STAGED / asset / ".lock")
 
     def passes(self, asset: str, run_id: str) -> dict[str, dict]:
         """The checks that passed a run's value, each with the evidence it judged on."""

@@ -8,7 +8,7 @@ from pathlib import Path
 import dagster as dg
 
 from e2i_platform.resources.config import ConfigResource
-from e2i_platform.resources.publication import Publications, atomic_write_json, note_loaded
+from e2i_platform.resources.publication import Publications, note_loaded, write_json
 
 
 class PublishingIOManager(dg.ConfigurableIOManager):
@@ -44,12 +44,12 @@ class PublishingIOManager(dg.ConfigurableIOManager):
 
     def path_for(self, key: dg.AssetKey) -> Path:
         """The published value: the file external readers use."""
-        return self.publications.published_path(_name(key), self.extension)
+        return self.publications.published_path(key.to_user_string(), self.extension)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         from e2i_platform.lib.graph import blocking_checks, location_graph
 
-        asset, pubs = _name(context.asset_key), self.publications
+        asset, pubs = context.asset_key.to_user_string(), self.publications
         staged = pubs.stage(asset, context.run_id, self.extension, lambda p: self.write(obj, p))
         gates = blocking_checks(location_graph(context.step_context.job_def), [context.asset_key])
         metadata = dict(self.describe(obj))
@@ -69,13 +69,15 @@ class PublishingIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext):
         from e2i_platform.lib.gates import guard_step
+        from e2i_platform.lib.verdicts import latest_materializations
 
         key, pubs = context.asset_key, self.publications
-        asset = _name(key)
+        asset = key.to_user_string()
         step = context.step_context
         if step.is_asset_check_step and key in _checked_assets(step):
             # A check audits its asset's latest value, staged or already published.
-            run_id = _latest_run(context.instance, key)
+            latest = latest_materializations(context.instance, [key])[key]
+            run_id = latest.run_id if latest else None
             path = pubs.value_path(asset, run_id, self.extension) if run_id else None
             if path is None:
                 raise dg.Failure(
@@ -106,10 +108,6 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         return self.read(path)
 
 
-def _name(key: dg.AssetKey) -> str:
-    return "/".join(key.path)
-
-
 def _checked_assets(step) -> set[dg.AssetKey]:
     layer = step.job_def.asset_layer
     keys = (
@@ -117,11 +115,6 @@ def _checked_assets(step) -> set[dg.AssetKey]:
         for output in step.step.step_outputs
     )
     return {k.asset_key for k in keys if k is not None}
-
-
-def _latest_run(instance: dg.DagsterInstance, key: dg.AssetKey) -> str | None:
-    records = instance.fetch_materializations(key, limit=1).records
-    return records[0].run_id if records else None
 
 
 class WarehouseIOManager(PublishingIOManager):
@@ -152,7 +145,7 @@ class RecordIOManager(PublishingIOManager):
         return "json"
 
     def write(self, obj: dict, path: Path) -> None:
-        atomic_write_json(obj, path)
+        write_json(obj, path)
 
     def read(self, path: Path) -> dict:
         import json

@@ -24,6 +24,7 @@ from support import (
     failed_steps,
     latest_metadata,
     materialized,
+    roll_back,
     run,
 )
 
@@ -191,13 +192,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     )
     assert second_manifest["previous_release"] == release_id
 
-    rolled = defs.resolve_job_def("champion_rollback").execute_in_process(
-        instance=instance,
-        resources=defs.resources,
-        run_config={"ops": {"rollback_champion": {"config": {"reason": "e2e"}}}},
-        raise_on_error=False,
-    )
-    assert rolled.success
+    assert roll_back(defs, instance, "e2e").success
     rollback_id = current_release(e2i_home)
     rollback = json.loads((e2i_home / "releases" / rollback_id / "manifest.json").read_text())
     assert rollback["kind"] == "rollback" and rollback["reason"] == "e2e"

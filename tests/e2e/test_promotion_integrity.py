@@ -23,6 +23,7 @@ from support import (
     failed_steps,
     latest_metadata,
     materialized,
+    roll_back,
     run,
 )
 
@@ -86,13 +87,7 @@ def test_promotion_is_bound_to_its_evidence_and_a_rollback_sticks(e2i_home, inst
     assert latest_metadata(instance, "patient_risk_scores")["release_id"] == release_b
 
     # 4. A rollback is recorded on the asset graph, and sticks.
-    rolled = defs.resolve_job_def("champion_rollback").execute_in_process(
-        instance=instance,
-        resources=defs.resources,
-        run_config={"ops": {"rollback_champion": {"config": {"reason": "drift in region"}}}},
-        raise_on_error=False,
-    )
-    assert rolled.success
+    assert roll_back(defs, instance, "drift in region").success
     rollback_id = current_release(e2i_home)
     champion = latest_metadata(instance, "champion_model")
     assert champion["kind"] == "rollback" and champion["release_id"] == rollback_id
