@@ -57,3 +57,35 @@ def test_judged_versions_follow_only_the_configuration_each_check_applies(e2i_ho
         assert judged_version(before, key) == judged_version(after, key), key
     with pytest.raises(KeyError, match="no configuration is known"):
         judged_version(after, _key("patient_journeys", "made_up_check"))
+
+
+def test_a_freshness_verdict_is_bound_to_the_store_it_measured(e2i_home, monkeypatch):
+    from e2i_platform.settings import load_settings
+
+    freshness = _key("online_features", "freshness")
+    sqlite = judged_version(load_settings(), freshness)
+    monkeypatch.setenv("E2I_ONLINE_STORE", "redis")
+    monkeypatch.setenv("REDIS_URL", "redis://:one@127.0.0.1:6379/0")
+    redis_db0 = judged_version(load_settings(), freshness)
+    monkeypatch.setenv("REDIS_URL", "redis://:two@127.0.0.1:6379/0")
+    assert judged_version(load_settings(), freshness) == redis_db0  # a password is no store
+    monkeypatch.setenv("REDIS_URL", "redis://:one@127.0.0.1:6379/3")
+    redis_db3 = judged_version(load_settings(), freshness)
+    assert len({sqlite, redis_db0, redis_db3}) == 3
+
+
+def test_leakage_limits_void_only_the_leakage_verdict(e2i_home, config_copy):
+    import yaml
+
+    from e2i_platform.settings import load_settings
+
+    before = load_settings()
+    file = config_copy / "training.yaml"
+    data = yaml.safe_load(file.read_text())
+    data["leakage"]["max_single_feature_auc"] = 0.9
+    file.write_text(yaml.safe_dump(data))
+    after = load_settings()
+    leakage = _key("training_dataset", "no_leakage")
+    assert judged_version(before, leakage) != judged_version(after, leakage)
+    for key in (_key("model_evaluation", "quality_gate"), _key("online_features", "freshness")):
+        assert judged_version(before, key) == judged_version(after, key), key
