@@ -31,7 +31,9 @@ def mlflow_resource(settings: Settings):
     )
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None = None):
+    """The code location; `executor` replaces the capped multiprocess executor (make run
+    executes in one process)."""
     from e2i_platform.features.assets import feature_assets
     from e2i_platform.features.checks import freshness_check
     from e2i_platform.ingest.assets import raw_assets
@@ -114,7 +116,8 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 anchor=gen.anchor,
             ),
         },
-        executor=dg.multiprocess_executor.configured(
+        executor=executor
+        or dg.multiprocess_executor.configured(
             {"max_concurrent": settings.platform.executor.max_concurrent}
         ),
     )

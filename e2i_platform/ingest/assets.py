@@ -5,6 +5,7 @@ import dagster as dg
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
 from e2i_platform.contract import table as contract_table
 from e2i_platform.ingest.sources import SourceResource
+from e2i_platform.lib import step_cost
 
 
 def _column_schema(df) -> dg.TableSchema:
@@ -29,6 +30,7 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
         ),
     )
     def raw(context: dg.AssetExecutionContext, source: SourceResource) -> dg.Output:
+        step_cost.start_step(context)
         loaded = source.load(table)
         df = loaded.frame
         context.log.info(f"{table}: {len(df)} rows from {loaded.source['kind']}")

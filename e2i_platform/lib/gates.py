@@ -21,6 +21,7 @@ from typing import Any
 
 import dagster as dg
 
+from e2i_platform.lib import step_cost
 from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
 from e2i_platform.lib.signatures import with_context_and_config
 from e2i_platform.lib.verdicts import (
@@ -155,7 +156,7 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
     """`@dg.asset` whose body runs only when every upstream blocking gate's verdict holds.
 
     The verdicts are added to the asset's metadata, so a materialization shows which
-    gate results it relied on. The configuration resource is added when the asset does
+    gate results it relied on, and so is what the step cost (`lib.step_cost`). The configuration resource is added when the asset does
     not ask for it: the verdicts are judged against the configuration in force.
     """
     asset_kwargs.setdefault("automation_condition", gated_automation())
@@ -164,13 +165,17 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
         flags: dict[str, bool] = {}
 
         def guarded(context: dg.AssetExecutionContext, e2i_config: ConfigResource, **kwargs):
+            step_cost.start_step(context)
             verdicts = require_upstream_gates(context, e2i_config.settings())
             context.add_output_metadata(
                 {"upstream_gates": dg.MetadataValue.json({v.label: v.reason for v in verdicts})}
             )
             if flags["config"]:
                 kwargs["e2i_config"] = e2i_config
-            return fn(context, **kwargs) if flags["context"] else fn(**kwargs)
+            result = fn(context, **kwargs) if flags["context"] else fn(**kwargs)
+            if isinstance(result, dg.MaterializeResult):  # no IO manager will write it
+                context.add_output_metadata(step_cost.finish_step(context))
+            return result
 
         flags["context"], flags["config"] = with_context_and_config(
             guarded, fn, dg.AssetExecutionContext

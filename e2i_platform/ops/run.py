@@ -6,8 +6,9 @@ materialization, and whose own gates passed on it, is reused rather than recompu
 (`ops.reuse`); each reuse is printed with the materialization it keeps and recorded
 as an observation in the instance. `--all` materializes everything regardless.
 
-Runs in one process (the in-process executor): for a single local run this
-avoids re-importing the code location for every step. Runs launched from the UI
+Runs in one process (the in-process executor, `ops.local_job`): for a single
+local run this avoids re-importing the code location for every step, and no
+step's output is kept in memory after its readers are done. Runs launched from the UI
 or by schedules use the capped multiprocess executor of the definitions.
 """
 
@@ -41,11 +42,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
     from e2i_platform.definitions import build_definitions
-    from e2i_platform.ops.jobs import MAIN_JOB
+    from e2i_platform.ops.local_job import execute_main_job
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
 
     defs = build_definitions(settings)
-    job = defs.resolve_job_def(MAIN_JOB)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         decisions = plan_run(
@@ -63,12 +63,11 @@ def main(argv: list[str] | None = None) -> int:
             # Step-by-step DEBUG logs stay in the instance (and the UI); the terminal gets
             # a summary.
             quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-            result = job.execute_in_process(
-                instance=instance,
-                run_config=quiet,
-                raise_on_error=False,
-                asset_selection=selected,
-                tags={"e2i/reused_assets": str(len(decisions) - len(selected))},
+            result = execute_main_job(
+                instance,
+                selected,
+                quiet,
+                {"e2i/reused_assets": str(len(decisions) - len(selected))},
             )
         report_reuse(instance, decisions, f"make run {result.run_id if result else '(no run)'}")
         elapsed = time.perf_counter() - started

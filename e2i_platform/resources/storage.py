@@ -32,7 +32,9 @@ class PublishingIOManager(dg.ConfigurableIOManager):
     def write(self, obj, path: Path) -> None:
         raise NotImplementedError
 
-    def read(self, path: Path):
+    def read(self, path: Path, columns: list[str] | None = None):
+        """The stored value; a table input may ask for some `columns` only (input
+        metadata `columns`, e.g. `dg.AssetIn(metadata={"columns": [...]})`)."""
         raise NotImplementedError
 
     def describe(self, obj) -> dict:
@@ -47,6 +49,7 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         return self.publications.published_path(key.to_user_string(), self.extension)
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
+        from e2i_platform.lib import step_cost
         from e2i_platform.lib.graph import blocking_checks, location_graph
 
         asset, pubs = context.asset_key.to_user_string(), self.publications
@@ -65,9 +68,11 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 record = pubs.publish(asset, context.run_id, self.extension, [])
             metadata["path"] = dg.MetadataValue.path(record["path"])
             metadata["published"] = dg.MetadataValue.text("at once (no blocking check)")
+        metadata.update(step_cost.finish(context.run_id, context.step_key))
         context.add_output_metadata(metadata)
 
     def load_input(self, context: dg.InputContext):
+        from e2i_platform.lib import step_cost
         from e2i_platform.lib.gates import guard_step
         from e2i_platform.lib.verdicts import latest_materializations
 
@@ -87,6 +92,7 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 )
         else:
             if not step.is_asset_check_step:
+                step_cost.start(step.run_id, step.step.key)
                 # An asset's upstream gates are judged before it reads anything; a check
                 # reads the published value of what it compares with (the last good one).
                 guard_step(step, self.e2i_config.settings())
@@ -105,7 +111,7 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                 )
             run_id = record["run_id"]
         note_loaded(step.run_id, step.step.key, asset, run_id)
-        return self.read(path)
+        return self.read(path, context.definition_metadata.get("columns"))
 
 
 def _checked_assets(step) -> set[dg.AssetKey]:
@@ -127,10 +133,10 @@ class WarehouseIOManager(PublishingIOManager):
     def write(self, obj, path: Path) -> None:
         obj.to_parquet(path, index=False)
 
-    def read(self, path: Path):
+    def read(self, path: Path, columns: list[str] | None = None):
         import pandas as pd
 
-        return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=columns)
 
     def describe(self, obj) -> dict:
         return {"dagster/row_count": dg.MetadataValue.int(len(obj))}
@@ -147,7 +153,7 @@ class RecordIOManager(PublishingIOManager):
     def write(self, obj: dict, path: Path) -> None:
         write_json(obj, path)
 
-    def read(self, path: Path) -> dict:
+    def read(self, path: Path, columns: list[str] | None = None) -> dict:
         import json
 
         return json.loads(path.read_text())

@@ -123,6 +123,16 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     with dg.DagsterInstance.from_config(str(e2i_home / "dagster")) as inst:
         observed = inst.fetch_observations(dg.AssetKey("trained_model"), limit=1).records
         assert observed and observed[0].asset_observation.metadata["reused"].value is True
+        # Every asset recorded its own step's cost (a real peak: the process is > 50 MiB).
+        costs = {}
+        for key in inst.get_asset_keys():
+            meta = inst.get_latest_materialization_event(key).asset_materialization.metadata
+            assert "step_peak_rss_scope" not in meta, key  # the peak was reset per step
+            costs[key.to_user_string()] = (
+                meta["step_seconds"].value,
+                meta["step_peak_rss_mib"].value,
+            )
+        assert len(costs) == 26 and all(s > 0 and mib > 50 for s, mib in costs.values()), costs
 
     # A new landing file for one source: its raw table and what depends on it run again
     # (causal_paths feeds nothing else, which keeps this step short); the rest is reused.
