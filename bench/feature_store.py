@@ -265,9 +265,7 @@ def platform_materialization(backend, window, entities, repeat, redis, project):
         parts: dict[str, float] = {}
         with quiet(), timed_parts(backend.store, parts):
             start = time.perf_counter()
-            result = materialize_view(
-                backend.store, backend.feast.offline_dir, VIEW, window, backend.feast.redis_client()
-            )
+            result = materialize_view(backend.store, VIEW, window, backend.feast.redis_client())
             runs.append(time.perf_counter() - start)
         # An empty store must take every entity; anything else measures the wrong path.
         assert result.entities_written == entities, result
@@ -711,13 +709,7 @@ def bench_feature_store(repeat: int = 3, entities: int = 50_000) -> list[dict]:
         for backend in (sqlite, redis):
             with quiet():
                 for view in views:
-                    materialize_view(
-                        backend.store,
-                        backend.feast.offline_dir,
-                        view,
-                        window,
-                        backend.feast.redis_client(),
-                    )
+                    materialize_view(backend.store, view, window, backend.feast.redis_client())
 
         # 2. Online read latency, 3. freshness.
         for seed, (backend, db) in enumerate(((sqlite, None), (redis, client))):
@@ -782,9 +774,7 @@ def profile_platform_redis(entities: int, out: Path | None) -> None:
         profiler = cProfile.Profile()
         with quiet():
             profiler.enable()
-            materialize_view(
-                backend.store, backend.feast.offline_dir, VIEW, window, backend.feast.redis_client()
-            )
+            materialize_view(backend.store, VIEW, window, backend.feast.redis_client())
             profiler.disable()
         if out:
             profiler.dump_stats(out)

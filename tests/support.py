@@ -165,7 +165,7 @@ def assert_service_reader_matches_feast(feast) -> int:
     the feature service: served entities, an unknown patient and an unknown HCP.
 
     Returns how many served (non-null) values were compared."""
-    from e2i_platform.features.materialize import read_offline
+    from e2i_platform.features.offline import read_offline
     from e2i_platform.features.online import ServiceReader
     from e2i_platform.features.specs import FEATURE_SERVICE
 

@@ -194,7 +194,8 @@ def _utc(text: str, field: str) -> datetime:
 def plan_windows(
     config: MaterializationConfig, store, offline_dir, now: datetime, skew: timedelta
 ) -> dict:
-    from e2i_platform.features.materialize import MODES, Window, read_offline
+    from e2i_platform.features.materialize import MODES, Window
+    from e2i_platform.features.offline import earliest_event
 
     if config.mode not in MODES:
         raise dg.Failure(f"online_features: mode {config.mode!r} is not one of {MODES}")
@@ -212,8 +213,7 @@ def plan_windows(
         return {view: Window(start, end) for view in VIEWS}
     windows = {}
     for view in VIEWS:
-        earliest = read_offline(offline_dir, view)[EVENT_TIMESTAMP].min().to_pydatetime()
-        start = earliest
+        start = earliest_event(offline_dir, view) or now
         if config.mode == "incremental":
             last = store.get_feature_view(view).most_recent_end_time
             if last is not None:
@@ -243,8 +243,7 @@ def online_features(
     )
     redis_client = feast.redis_client()
     results = [
-        materialize_view(store, feast.offline_dir, view, window, redis_client)
-        for view, window in windows.items()
+        materialize_view(store, view, window, redis_client) for view, window in windows.items()
     ]
     for r in results:
         context.log.info(

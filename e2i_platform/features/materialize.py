@@ -1,7 +1,8 @@
 """Offline -> online materialization with explicit windows that never go backwards.
 
 For each view and window [start, end] we take, from the offline Parquet, the
-latest row per entity with start <= event_timestamp <= end, read the event time
+latest row per entity with start <= event_timestamp <= end (the DuckDB offline
+store's own pull, `features.offline`), read the event time
 already stored online for those entities, and write only rows that are newer.
 Feast's SQLite store would overwrite a newer value with an older one when an old
 window is materialized again; this guard keeps both stores monotonic. The window
@@ -17,9 +18,10 @@ from datetime import datetime
 
 import pandas as pd
 
-from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, VIEWS
+from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 
 MODES = ("incremental", "full", "window")
+CHUNK = 10_000  # entities read and written at a time on SQLite
 
 
 @dataclass(frozen=True)
@@ -46,19 +48,6 @@ class ViewMaterialization:
         return asdict(self)
 
 
-def read_offline(offline_dir, view: str) -> pd.DataFrame:
-    path = offline_dir / f"{view}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{view}: no offline data at {path}; materialize the asset first")
-    return pd.read_parquet(path)
-
-
-def latest_per_entity(df: pd.DataFrame, view: str) -> pd.DataFrame:
-    keys = list(VIEWS[view].join_keys)
-    ordered = df.sort_values([EVENT_TIMESTAMP, CREATED_TIMESTAMP])
-    return ordered.groupby(keys, sort=False).tail(1).reset_index(drop=True)
-
-
 def online_timestamps(store, view: str, entities: pd.DataFrame) -> pd.Series:
     """Event time stored online per entity row (NaT where missing), via Feast's read path.
 
@@ -81,17 +70,14 @@ def online_timestamps(store, view: str, entities: pd.DataFrame) -> pd.Series:
     return out
 
 
-def materialize_view(
-    store, offline_dir, view: str, window: Window, redis_client=None
-) -> ViewMaterialization:
+def materialize_view(store, view: str, window: Window, redis_client=None) -> ViewMaterialization:
     """Materialize one view's window; with `redis_client` (Redis online store) through the
     column-wise writer, else through Feast's write path."""
+    from e2i_platform.features.offline import latest_in_window
+
     started = time.perf_counter()
     spec = VIEWS[view]
-    df = read_offline(offline_dir, view)
-    ts = df[EVENT_TIMESTAMP]
-    in_window = df[(ts >= pd.Timestamp(window.start)) & (ts <= pd.Timestamp(window.end))]
-    latest = latest_per_entity(in_window, view)
+    latest, rows_in_window = latest_in_window(store, view, window.start, window.end)
     if redis_client is not None:
         from e2i_platform.features.online import require_key_version
         from e2i_platform.features.redis_writer import write_newer
@@ -99,12 +85,15 @@ def materialize_view(
         require_key_version(store.config)
         written, kept = write_newer(redis_client, store.project, view, latest)
     else:
-        stored = online_timestamps(store, view, latest)
-        newer = stored.isna() | (latest[EVENT_TIMESTAMP] > stored)
-        to_write = latest[newer]
-        if len(to_write):
-            store.write_to_online_store(view, to_write[list(spec.columns)])
-        written, kept = len(to_write), int((~newer).sum())
+        written = kept = 0
+        # In chunks: Feast's read and write paths hold a proto per value of what they get.
+        for begin in range(0, len(latest), CHUNK):
+            part = latest.iloc[begin : begin + CHUNK]
+            stored = online_timestamps(store, view, part)
+            newer = stored.isna() | (part[EVENT_TIMESTAMP] > stored)
+            if newer.any():
+                store.write_to_online_store(view, part.loc[newer, list(spec.columns)])
+            written, kept = written + int(newer.sum()), kept + int((~newer).sum())
     feature_view = store.get_feature_view(view)
     store.registry.apply_materialization(
         feature_view, store.project, window.start, window.end, commit=True
@@ -113,7 +102,7 @@ def materialize_view(
         view=view,
         start=window.start.isoformat(),
         end=window.end.isoformat(),
-        rows_in_window=len(in_window),
+        rows_in_window=rows_in_window,
         entities_in_window=len(latest),
         entities_written=written,
         skipped_not_newer=kept,

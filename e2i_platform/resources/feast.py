@@ -46,6 +46,11 @@ class FeastResource(dg.ConfigurableResource):
         return Path(self.home) / "warehouse"
 
     @property
+    def spill_dir(self) -> Path:
+        """Where DuckDB spills a join that outgrows its memory limit."""
+        return Path(self.home) / "feast" / "duckdb_spill"
+
+    @property
     def yaml_file(self) -> Path:
         name = "feature_store.redis.yaml" if self.online_store == "redis" else "feature_store.yaml"
         return Path(self.repo_path) / name

@@ -11,6 +11,7 @@ from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
 from e2i_platform.settings.models import RunMode as RunModeSetting
+from e2i_platform.training.inputs import INPUT_COLUMNS
 
 
 @gated_asset(
@@ -18,6 +19,9 @@ from e2i_platform.settings.models import RunMode as RunModeSetting
     kinds={"pandas", "parquet", "feast"},
     io_manager_key="warehouse",
     deps=["online_features"],
+    ins={
+        table: dg.AssetIn(metadata={"columns": columns}) for table, columns in INPUT_COLUMNS.items()
+    },
 )
 def training_dataset(
     patient_journeys, treatment_events, feast: FeastResource, e2i_config: ConfigResource
@@ -42,9 +46,13 @@ def training_dataset(
     cfg = e2i_config.settings().training.dataset
     spec = DatasetSpec(**cfg.model_dump())
     store = feast.store()
-    entity_rows = label_rows(patient_journeys, treatment_events, spec)
-    joined, join_stats = join_features(store, entity_rows)
-    dataset, split_stats = chronological_split(joined, spec)
+    # Split first: the split needs only cutoffs and patients, and the join then reads
+    # features only for the rows that are kept (about half at brand size).
+    entity_rows, split_stats = chronological_split(
+        label_rows(patient_journeys, treatment_events, spec), spec
+    )
+    joined, join_stats = join_features(store, entity_rows, feast.spill_dir)
+    dataset = joined[[*(c for c in joined.columns if c != SPLIT), SPLIT]]
     by_split = dataset.groupby(SPLIT)[LABEL].agg(["size", "mean"])
     return dg.Output(
         dataset,
@@ -130,6 +138,7 @@ def hpo_study(
             "baseline_logreg_valid_auc": dg.MetadataValue.float(record["baseline"]["valid_auc"]),
             "best_params": dg.MetadataValue.json(record["best_params"]),
             "warm_start": dg.MetadataValue.json(record["warm_start"]),
+            "tuning_sample": dg.MetadataValue.json(record["tuning_sample"]),
             "mlflow": dg.MetadataValue.json(record["mlflow"]),
             "storage": dg.MetadataValue.text(record["storage"]),
         },

@@ -48,29 +48,35 @@ def cutoffs(as_of: pd.Timestamp, earliest: pd.Timestamp, spec: DatasetSpec) -> l
 
 
 def label_rows(journeys: pd.DataFrame, events: pd.DataFrame, spec: DatasetSpec) -> pd.DataFrame:
-    """Entity rows with labels: one per (patient, cutoff) in the population."""
+    """Entity rows with labels: one per (patient, cutoff) in the population. A patient's
+    active journey at a cutoff is the latest started by then; of journeys starting at the
+    same time, the one listed last (as in the feature tables)."""
     from e2i_platform.features.compute import as_of
 
     now = as_of({"patient_journeys": journeys, "treatment_events": events})
     stops = events[events["discontinuation_flag"]].groupby("patient_id")["event_date"].min()
     window = pd.Timedelta(days=spec.outcome_window_days)
+    # Sorted once by start (stable): the journeys started by a cutoff are a prefix.
+    by_start = pd.DataFrame(
+        {
+            "patient_id": journeys["patient_id"].astype(str).to_numpy(),
+            "hcp_id": journeys["hcp_id"].astype(str).to_numpy(),
+            "brand": journeys["brand"].astype(str).to_numpy(),
+            "region": journeys["geographic_region"].astype(str).to_numpy(),
+            "start": journeys["journey_start_date"].to_numpy(),
+        }
+    ).sort_values("start", kind="stable", ignore_index=True)
+    stop_of = by_start["patient_id"].map(stops)
     rows = []
     for c in cutoffs(now, journeys["journey_start_date"].min(), spec):
-        started = journeys[journeys["journey_start_date"] <= c]
-        active = started.sort_values("journey_start_date").groupby("patient_id").tail(1)
-        stop = active["patient_id"].map(stops)
-        active = active[stop.isna() | (stop > c)]  # already discontinued: not at risk
-        stop = active["patient_id"].map(stops)
+        started = int(by_start["start"].searchsorted(c, side="right"))
+        active = by_start.iloc[:started].drop_duplicates("patient_id", keep="last")
+        stop = stop_of[active.index]
+        at_risk = (stop.isna() | (stop > c)).to_numpy()  # discontinued already: not at risk
+        active, stop = active[at_risk], stop[at_risk]
         rows.append(
-            pd.DataFrame(
-                {
-                    "patient_id": active["patient_id"].astype(str).to_numpy(),
-                    "hcp_id": active["hcp_id"].astype(str).to_numpy(),
-                    "brand": active["brand"].astype(str).to_numpy(),
-                    "region": active["geographic_region"].astype(str).to_numpy(),
-                    CUTOFF: c,
-                    LABEL: ((stop > c) & (stop <= c + window)).astype("int64").to_numpy(),
-                }
+            active[list(ENTITY_COLUMNS)].assign(
+                **{CUTOFF: c, LABEL: ((stop > c) & (stop <= c + window)).astype("int64")}
             )
         )
     out = (
@@ -82,34 +88,37 @@ def label_rows(journeys: pd.DataFrame, events: pd.DataFrame, spec: DatasetSpec) 
     return out
 
 
-def join_features(store, entity_rows: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Point-in-time join of every view of the feature service; no entity row is lost.
+def join_features(store, entity_rows: pd.DataFrame, spill_dir=None) -> tuple[pd.DataFrame, dict]:
+    """Point-in-time join of the feature service onto every entity row, in one query.
 
-    Feast's file offline store drops an entity row that lacks a point-in-time match in
-    any one view. Each view of the service is therefore joined on its own and merged
-    back onto every entity row: a row missing one view keeps the others, with nulls
-    (and a count) for the missing one."""
+    DuckDB ASOF joins on the views' offline Parquet, with the views' definitions from the
+    Feast registry (`features.offline.point_in_time_join`): a row with no point-in-time
+    match in a view keeps its other features, with nulls (and a count) for the missing
+    view. A join that returned a different number of rows is refused rather than used."""
+    from e2i_platform.features.offline import point_in_time_join
+
     service = store.get_feature_service(FEATURE_SERVICE)
-    full = entity_rows.reset_index(drop=True)
-    stats: dict = {"entity_rows": len(full), "rows_without_match": {}}
+    rows = entity_rows.reset_index(drop=True)
+    joined = point_in_time_join(store, service, rows, spill_dir)
+    if len(joined) != len(rows):
+        raise ValueError(
+            f"training_dataset: the point-in-time join returned {len(joined)} rows for "
+            f"{len(rows)} entity rows; refusing a join that lost or duplicated rows"
+        )
+    joined[CUTOFF] = pd.to_datetime(joined[CUTOFF], utc=True).astype("datetime64[ns, UTC]")
+    stats: dict = {"entity_rows": len(rows), "rows_without_match": {}}
     for projection in service.feature_view_projections:
         view = projection.name
-        # Many patients share an HCP (or a brand and region) at a cutoff: ask Feast once
-        # per distinct key and time, then spread the answer over every row.
-        keys = [*VIEWS[view].join_keys, CUTOFF]
-        requests = full[keys].drop_duplicates()
-        joined = store.get_historical_features(
-            entity_df=requests,
-            features=[f"{view}:{f.name}" for f in projection.features],
-            full_feature_names=True,
-        ).to_df()
-        columns = [f"{view}__{f.name}" for f in projection.features]
-        joined[CUTOFF] = pd.to_datetime(joined[CUTOFF], utc=True)
-        full = full.merge(joined[[*keys, *columns]], on=keys, how="left", validate="many_to_one")
-        stats["rows_without_match"][view] = int(full[columns[0]].isna().sum())
-    features = [c for c in full.columns if "__" in c]
-    stats["rows_with_any_null_feature"] = int(full[features].isna().any(axis=1).sum())
-    return full.sort_values([CUTOFF, "patient_id"], ignore_index=True), stats
+        for f in projection.features:
+            column = f"{view}__{f.name}"
+            if not pd.api.types.is_numeric_dtype(joined[column]):
+                joined[column] = joined[column].astype("string")
+        first = f"{view}__{projection.features[0].name}"
+        stats["rows_without_match"][view] = int(joined[first].isna().sum())
+    features = [c for c in joined.columns if "__" in c]
+    stats["rows_with_any_null_feature"] = int(joined[features].isna().any(axis=1).sum())
+    ordered = joined[[*rows.columns, *features]]
+    return ordered.sort_values([CUTOFF, "patient_id"], ignore_index=True), stats
 
 
 def chronological_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict]:

@@ -12,7 +12,8 @@ import dagster as dg
 import pandas as pd
 import pytest
 
-from e2i_platform.features.materialize import online_timestamps, read_offline
+from e2i_platform.features.materialize import online_timestamps
+from e2i_platform.features.offline import read_offline
 from e2i_platform.features.specs import VIEWS
 from e2i_platform.settings import load_settings
 

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import redis
 
-from e2i_platform.features.materialize import online_timestamps, read_offline
+from e2i_platform.features.materialize import online_timestamps
+from e2i_platform.features.offline import read_offline
 from e2i_platform.settings import load_settings
 
 from services import free_port
