@@ -248,6 +248,13 @@ class WarmStartSettings(Strict):
     top_k: int = Field(5, ge=0)  # 0: copy trials only, re-evaluate none
 
 
+class TuningSampleSettings(Strict):
+    # Above this many training-split rows the search tunes on a stratified sample of whole
+    # patients (train and validation splits alike); the final model trains on every row.
+    max_train_rows: int = Field(60_000, ge=1_000)
+    seed: int = 0
+
+
 class OptunaSettings(Strict):
     storage: str
     study_prefix: str = Field("discontinuation", pattern=r"^[a-z][a-z0-9_]*$")
@@ -258,6 +265,7 @@ class OptunaSettings(Strict):
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
     warm_start: WarmStartSettings = WarmStartSettings()
+    tuning_sample: TuningSampleSettings = TuningSampleSettings()
 
 
 # --- config/mlflow.yaml ----------------------------------------------------------------

@@ -63,6 +63,24 @@ def booster_params(params: dict, seed: int) -> dict:
     }
 
 
+def boosting_datasets(data: ModelData) -> tuple:
+    """LightGBM's binned train and validation sets, built once and reusable across fits:
+    binning does not depend on the tuned parameters once features are not pre-filtered
+    by `min_child_samples` (which a trial changes)."""
+    import lightgbm as lgb
+
+    params = {"feature_pre_filter": False, "verbosity": -1}
+    train = lgb.Dataset(
+        data.X["train"],
+        data.y["train"],
+        categorical_feature=data.categorical or "auto",
+        params=params,
+        free_raw_data=False,
+    ).construct()
+    valid = train.create_valid(data.X["validation"], data.y["validation"], params=params)
+    return train, valid.construct()
+
+
 @dataclass
 class Fit:
     booster: object
@@ -79,15 +97,13 @@ def fit_booster(
     early_stopping_rounds: int | None,
     on_round: Callable[[int, float], None] | None = None,
     init_model=None,
+    datasets: tuple | None = None,
 ) -> Fit:
     """Train on the train split, evaluated on validation after every round; `on_round`
     (round, auc) may raise to stop (the pruner does)."""
     import lightgbm as lgb
 
-    train = lgb.Dataset(
-        data.X["train"], data.y["train"], categorical_feature=data.categorical or "auto"
-    )
-    valid = train.create_valid(data.X["validation"], data.y["validation"])
+    train, valid = datasets or boosting_datasets(data)
     curve: list[tuple[int, float]] = []
 
     def record(env) -> None:
@@ -117,6 +133,8 @@ def fit_booster(
 def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stopping_rounds: int):
     import optuna
 
+    datasets = boosting_datasets(data)
+
     def run(trial) -> float:
         params = suggest(trial, space)
 
@@ -126,7 +144,9 @@ def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stoppi
                 trial.set_user_attr("pruned_at_round", step)
                 raise optuna.TrialPruned(f"pruned at round {step} (validation AUC {auc:.4f})")
 
-        fit = fit_booster(data, params, seed, rounds, early_stopping_rounds, report)
+        fit = fit_booster(
+            data, params, seed, rounds, early_stopping_rounds, report, datasets=datasets
+        )
         trial.set_user_attr("best_iteration", fit.best_iteration)
         return fit.best_auc
 

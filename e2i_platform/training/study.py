@@ -119,15 +119,24 @@ def run_study(
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
+    from e2i_platform.training.tuning_sample import tuning_sample
+
+    data, sample = tuning_sample(data, cfg.tuning_sample.max_train_rows, cfg.tuning_sample.seed)
     space = search_space()
     target = n_trials or cfg.n_trials
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
 
     if not study.get_trials(deepcopy=False):
         current = dataset_fingerprint(
-            data.X["train"], data.y["train"], ALGORITHM, PROBLEM_TYPE, SEARCH_SPACE_VERSION
+            data.X["train"],
+            data.y["train"],
+            ALGORITHM,
+            PROBLEM_TYPE,
+            SEARCH_SPACE_VERSION,
+            sampled_from_rows=sample.get("rows_of_full_data", {}).get("train"),
         )
         study.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
+        study.set_user_attr("tuning_sample", sample)
         study.set_user_attr("identity", identity)
         plan = warm_start(study, storage, current, cfg.warm_start, space).as_metadata()
     else:
@@ -202,6 +211,7 @@ def run_study(
         "best_iteration": int(best.user_attrs.get("best_iteration", cfg.max_boost_rounds)),
         "baseline": baseline,
         "warm_start": plan,
+        "tuning_sample": sample,
         "search_space_version": SEARCH_SPACE_VERSION,
         "seconds": round(elapsed, 3),
         "mlflow": {

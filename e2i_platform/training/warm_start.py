@@ -68,6 +68,9 @@ class DatasetFingerprint:
     algorithm: str
     problem_type: str
     search_space_version: str
+    # Set when the study tuned on a sample (`tuning_sample`): the train rows it came from.
+    # `rows` is always what was tuned on, so size similarity compares like with like.
+    sampled_from_rows: int | None = None
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -79,6 +82,8 @@ class DatasetFingerprint:
         if not isinstance(d, Mapping):
             raise ValueError(f"fingerprint is not a mapping: {type(d).__name__}")
         values = {}
+        if d.get("sampled_from_rows") is not None:  # absent in fingerprints of older studies
+            values["sampled_from_rows"] = _count(d["sampled_from_rows"])
         for key, parse in _PARSERS.items():
             if key not in d:
                 raise ValueError(f"fingerprint is missing key {key!r}")
@@ -126,9 +131,15 @@ _PARSERS = {
 
 
 def dataset_fingerprint(
-    X, y, algorithm: str, problem_type: str, search_space_version: str
+    X,
+    y,
+    algorithm: str,
+    problem_type: str,
+    search_space_version: str,
+    sampled_from_rows: int | None = None,
 ) -> DatasetFingerprint:
-    """Fingerprint a feature frame `X` (pandas DataFrame) and its labels `y`."""
+    """Fingerprint a feature frame `X` (pandas DataFrame) and its labels `y` (a sample of
+    `sampled_from_rows` rows when given)."""
     import numpy as np
 
     if len(X) != len(y):
@@ -146,6 +157,7 @@ def dataset_fingerprint(
         algorithm=algorithm,
         problem_type=problem_type,
         search_space_version=search_space_version,
+        sampled_from_rows=sampled_from_rows,
     )
 
 
