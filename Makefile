@@ -26,7 +26,7 @@ help:
 
 # Reinstall only when the lock or the project metadata changed.
 $(STAMP): pyproject.toml uv.lock | $(if $(filter .tools/bin/uv,$(UV)),.tools/bin/uv)
-	$(UV) sync --frozen --python 3.11
+	$(UV) sync --frozen --python 3.11 --compile-bytecode
 	@touch $@
 
 install: $(STAMP)

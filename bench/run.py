@@ -13,6 +13,9 @@
    size and an unchanged re-run as a share of it; warm vs cold HPO start; MLflow
    logging as a share of a search on the cold run's real training set; the gates'
    guard per gated step against that step's own time in the cold run (bench/guard.py).
+5. Scale (bench/scale.py): cold `make run` at 5k, 20k, 50k and 100k patients, wall,
+   cost per 1,000 patients, largest process's peak RSS and every step's own cost; the
+   point-in-time join at 20k against the Dask join it replaced.
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -272,7 +275,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
-GROUPS = ("load", "gates", "feature_store", "hpo")
+GROUPS = ("load", "gates", "feature_store", "hpo", "scale")
 
 
 def main() -> int:
@@ -283,6 +286,9 @@ def main() -> int:
         "--entities", type=int, default=50_000, help="feature_store: entities materialized"
     )
     parser.add_argument("--seeds", type=int, default=5, help="hpo: warm vs cold seeds")
+    parser.add_argument(
+        "--sizes", default="5000,20000,50000,100000", help="scale: patients per cold run"
+    )
     parser.add_argument(
         "--only",
         action="append",
@@ -311,8 +317,12 @@ def main() -> int:
             rows += bench_make_run(Path(home))
             rows += bench_guard(Path(home))
             rows += bench_hpo(args.seeds, Path(home))
+    if "scale" in groups:
+        from scale import bench_scale
+
+        rows += bench_scale(tuple(int(s) for s in args.sizes.split(",")))
     print()
-    print_table(rows)
+    print_table([{k: v for k, v in r.items() if k != "steps"} for r in rows])
     out = REPO / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_text(
