@@ -9,7 +9,7 @@ high-water mark of this process (VmHWM), reset at the step's start through
 for both executors the platform uses (in-process runs steps one after another; the
 multiprocess executor gives each step its own process). Where the mark cannot be
 reset, the figure is the process's lifetime peak and the metadata says so. Before
-the clock starts, memory earlier steps freed is handed back to the system.
+the clock starts, memory Arrow kept from earlier steps is handed back.
 """
 
 from __future__ import annotations
@@ -25,20 +25,13 @@ _STARTED: dict[tuple[str, str], tuple[float, bool]] = {}
 
 
 def release_free_memory() -> None:
-    """Hand memory freed by earlier steps back to the system, so one step's peak is not
-    every later step's floor: glibc and Arrow's allocator both keep freed pages."""
-    import gc
+    """Hand memory Arrow's allocator keeps from earlier steps back to the system, so one
+    step's peak is not every later step's floor. Not gc.collect() nor malloc_trim: in a
+    long-lived process (a test session) each costs 0.2-1 s per step."""
     import sys
 
-    gc.collect()
     if "pyarrow" in sys.modules:
         sys.modules["pyarrow"].default_memory_pool().release_unused()
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to trim
 
 
 def _reset_peak() -> bool:
