@@ -8,7 +8,9 @@ and distinct key/time, merged back onto every entity row.
 
 from __future__ import annotations
 
+import json
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,11 +69,15 @@ def main(kind: str, home: str, out: str) -> None:
     )
     dataset = pd.read_parquet(Path(home) / "warehouse" / "training_dataset.parquet")
     entity_rows = dataset[[*ENTITY_COLUMNS, CUTOFF, LABEL]]
+    store = feast.store() if kind == "duckdb" else dask_store(feast)
+    started = time.perf_counter()
     if kind == "duckdb":
-        joined, _ = join_features(feast.store(), entity_rows)
+        joined, _ = join_features(store, entity_rows)
     else:
-        joined = dask_join(dask_store(feast), entity_rows)
+        joined = dask_join(store, entity_rows)
+    seconds = time.perf_counter() - started  # the join alone, without imports
     joined.to_parquet(out, index=False)
+    Path(out).with_suffix(".json").write_text(json.dumps({"join_s": seconds}))
 
 
 if __name__ == "__main__":

@@ -121,14 +121,20 @@ def join_comparison(home: Path) -> dict:
         peak = largest_process_rss(proc)
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} join failed")
-        results[kind] = {"s": time.perf_counter() - started, "mib": peak / 2**20, "out": out}
+        results[kind] = {
+            "process_s": time.perf_counter() - started,
+            "s": json.loads(out.with_suffix(".json").read_text())["join_s"],
+            "mib": peak / 2**20,
+            "out": out,
+        }
     import pandas as pd
 
     new, old = (pd.read_parquet(results[k]["out"]) for k in ("duckdb", "dask"))
     pd.testing.assert_frame_equal(new, old, check_exact=True)
-    return {k: {"s": round(v["s"], 1), "mib": round(v["mib"])} for k, v in results.items()} | {
-        "rows": len(new)
-    }
+    return {
+        k: {"s": round(v["s"], 1), "process_s": round(v["process_s"], 1), "mib": round(v["mib"])}
+        for k, v in results.items()
+    } | {"rows": len(new)}
 
 
 def _top_steps(steps: dict, n: int = 3) -> str:
@@ -188,7 +194,7 @@ def bench_scale(sizes=SIZES) -> list[dict]:
         rows.append(
             {
                 "benchmark": f"point-in-time join, {join_at:,} patients ({join['rows']:,} rows): Dask file store",
-                "value": f"{join['dask']['s']:.1f} s / {join['dask']['mib']} MiB",
+                "value": f"{join['dask']['s']:.1f} s ({join['dask']['process_s']:.0f} s with imports) / {join['dask']['mib']} MiB",
                 "ratio": "1.00x",
                 "target": "baseline",
             }
@@ -196,7 +202,7 @@ def bench_scale(sizes=SIZES) -> list[dict]:
         rows.append(
             {
                 "benchmark": "  same join, the platform's (DuckDB ASOF; identical output)",
-                "value": f"{join['duckdb']['s']:.1f} s / {join['duckdb']['mib']} MiB",
+                "value": f"{join['duckdb']['s']:.1f} s ({join['duckdb']['process_s']:.0f} s with imports) / {join['duckdb']['mib']} MiB",
                 "ratio": f"{speedup:.1f}x faster",
                 "target": f">= 20x ({'met' if speedup >= 20 else 'NOT met'})",
             }
