@@ -20,8 +20,6 @@ disk, so a brand-sized join stays bounded.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -32,34 +30,25 @@ from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, VIEW
 MEMORY_LIMIT = "1GB"
 
 
-@contextmanager
-def bounded_duckdb(spill_dir: str | Path | None = None) -> Iterator[None]:
-    """The session settings above on the DuckDB connection Feast's ibis queries use."""
-    import ibis
-
-    con = ibis.get_backend()  # the default backend: DuckDB, shared with Feast's reads
-    con.raw_sql("SET TimeZone = 'UTC'")
-    con.raw_sql(f"SET memory_limit = '{MEMORY_LIMIT}'")
-    con.raw_sql("SET preserve_insertion_order = false")
+def bound(run_sql, spill_dir: str | Path | None = None) -> None:
+    """The session settings above, through a connection's `run_sql`."""
+    run_sql("SET TimeZone = 'UTC'")  # after connecting: it needs ICU, loaded on use
+    run_sql(f"SET memory_limit = '{MEMORY_LIMIT}'")
+    run_sql("SET preserve_insertion_order = false")  # order is asked for where it matters
     if spill_dir is not None:
         Path(spill_dir).mkdir(parents=True, exist_ok=True)
-        con.raw_sql(f"SET temp_directory = '{Path(spill_dir).as_posix()}'")
-    yield
+        run_sql(f"SET temp_directory = '{Path(spill_dir).as_posix()}'")
+
+
+def bound_feast_session() -> None:
+    """Bound the DuckDB connection Feast's ibis queries run on (ibis's default backend)."""
+    import ibis
+
+    bound(ibis.get_backend().raw_sql)
 
 
 def read_offline(offline_dir: Path, view: str, columns: list[str] | None = None) -> pd.DataFrame:
     return pd.read_parquet(offline_path(offline_dir, view), columns=columns)
-
-
-def _session(spill_dir: str | Path | None):
-    import duckdb
-
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT})
-    con.execute("SET TimeZone = 'UTC'")  # after connecting: it needs ICU, loaded on use
-    if spill_dir is not None:
-        Path(spill_dir).mkdir(parents=True, exist_ok=True)
-        con.execute(f"SET temp_directory = '{Path(spill_dir).as_posix()}'")
-    return con
 
 
 def _name(name: str) -> str:
@@ -122,8 +111,11 @@ def point_in_time_join(
         f"WITH {', '.join(ctes)} SELECT e.* EXCLUDE (_row), {features} "
         f"FROM entity_rows e {joins} ORDER BY e._row"
     )
-    con = _session(spill_dir)
+    import duckdb
+
+    con = duckdb.connect()
     try:
+        bound(con.execute, spill_dir)
         con.register("entity_rows", entity_rows.assign(_row=range(len(entity_rows))))
         # To pandas as Feast converts (pyarrow): ints with nulls become floats.
         return con.sql(sql).to_arrow_table().to_pandas()
@@ -132,7 +124,10 @@ def point_in_time_join(
 
 
 def offline_path(offline_dir: Path, view: str) -> Path:
-    path = Path(offline_dir) / f"{view}.parquet"
+    return _existing(Path(offline_dir) / f"{view}.parquet", view)
+
+
+def _existing(path: Path, view: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{view}: no offline data at {path}; materialize the asset first")
     return path
@@ -162,20 +157,18 @@ def latest_in_window(store, view: str, start: datetime, end: datetime) -> tuple[
         )
     spec = VIEWS[view]
     source = store.get_feature_view(view).batch_source
-    path = Path(source.path)
-    if not path.exists():
-        raise FileNotFoundError(f"{view}: no offline data at {path}; materialize the asset first")
-    with bounded_duckdb():
-        latest = DuckDBOfflineStore.pull_latest_from_table_or_query(
-            config=store.config,
-            data_source=source,
-            join_key_columns=list(spec.join_keys),
-            feature_name_columns=list(spec.feature_names),
-            timestamp_field=EVENT_TIMESTAMP,
-            created_timestamp_column=CREATED_TIMESTAMP,
-            start_date=start,
-            end_date=end,
-        ).to_df()
+    path = _existing(Path(source.path), view)
+    bound_feast_session()
+    latest = DuckDBOfflineStore.pull_latest_from_table_or_query(
+        config=store.config,
+        data_source=source,
+        join_key_columns=list(spec.join_keys),
+        feature_name_columns=list(spec.feature_names),
+        timestamp_field=EVENT_TIMESTAMP,
+        created_timestamp_column=CREATED_TIMESTAMP,
+        start_date=start,
+        end_date=end,
+    ).to_df()
     (in_window,) = duckdb.execute(
         f"SELECT count(*) FROM read_parquet(?) WHERE {EVENT_TIMESTAMP} BETWEEN ? AND ?",
         [path.as_posix(), start, end],
