@@ -105,20 +105,27 @@ def join_features(store, entity_rows: pd.DataFrame, spill_dir=None) -> tuple[pd.
             f"training_dataset: the point-in-time join returned {len(joined)} rows for "
             f"{len(rows)} entity rows; refusing a join that lost or duplicated rows"
         )
-    joined[CUTOFF] = pd.to_datetime(joined[CUTOFF], utc=True).astype("datetime64[ns, UTC]")
+    joined = training_frame(joined, list(rows.columns))
     stats: dict = {"entity_rows": len(rows), "rows_without_match": {}}
     for projection in service.feature_view_projections:
-        view = projection.name
-        for f in projection.features:
-            column = f"{view}__{f.name}"
-            if not pd.api.types.is_numeric_dtype(joined[column]):
-                joined[column] = joined[column].astype("string")
-        first = f"{view}__{projection.features[0].name}"
-        stats["rows_without_match"][view] = int(joined[first].isna().sum())
+        first = f"{projection.name}__{projection.features[0].name}"
+        stats["rows_without_match"][projection.name] = int(joined[first].isna().sum())
     features = [c for c in joined.columns if "__" in c]
     stats["rows_with_any_null_feature"] = int(joined[features].isna().any(axis=1).sum())
-    ordered = joined[[*rows.columns, *features]]
-    return ordered.sort_values([CUTOFF, "patient_id"], ignore_index=True), stats
+    return joined, stats
+
+
+def training_frame(joined: pd.DataFrame, entity_columns: list[str]) -> pd.DataFrame:
+    """A point-in-time join's result as the training set stores it: the entity columns,
+    then the features (`<view>__<feature>`; text as pandas strings), cutoffs in ns UTC,
+    sorted by cutoff and patient."""
+    joined[CUTOFF] = pd.to_datetime(joined[CUTOFF], utc=True).astype("datetime64[ns, UTC]")
+    features = [c for c in joined.columns if "__" in c]
+    for column in features:
+        if not pd.api.types.is_numeric_dtype(joined[column]):
+            joined[column] = joined[column].astype("string")
+    ordered = joined[[*entity_columns, *features]]
+    return ordered.sort_values([CUTOFF, "patient_id"], ignore_index=True)
 
 
 def chronological_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFrame, dict]:

@@ -15,7 +15,13 @@ import pandas as pd
 from e2i_platform.features.offline import read_offline
 from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FEATURE_SERVICE
 from e2i_platform.settings import load_settings
-from e2i_platform.training.dataset import CUTOFF, ENTITY_COLUMNS, LABEL, join_features
+from e2i_platform.training.dataset import (
+    CUTOFF,
+    ENTITY_COLUMNS,
+    LABEL,
+    join_features,
+    training_frame,
+)
 
 from support import definitions, feast_resource, materialized, run
 
@@ -48,21 +54,16 @@ def _correct_one_value(feast, patient: str, cutoff) -> float:
 
 def _feast_duckdb_join(store, entity_rows: pd.DataFrame) -> pd.DataFrame:
     """Feast's get_historical_features on its DuckDB store, in the platform's shape."""
-    from e2i_platform.features.offline import bounded_duckdb
+    from e2i_platform.features.offline import bound_feast_session
 
     assert store.config.offline_store.type == "duckdb"
-    with bounded_duckdb():
-        joined = store.get_historical_features(
-            entity_df=entity_rows,
-            features=store.get_feature_service(FEATURE_SERVICE),
-            full_feature_names=True,
-        ).to_df()
-    joined[CUTOFF] = pd.to_datetime(joined[CUTOFF], utc=True).astype("datetime64[ns, UTC]")
-    for column in joined.columns:
-        if "__" in column and not pd.api.types.is_numeric_dtype(joined[column]):
-            joined[column] = joined[column].astype("string")
-    ordered = joined[[*entity_rows.columns, *(c for c in joined.columns if "__" in c)]]
-    return ordered.sort_values([CUTOFF, "patient_id"], ignore_index=True)
+    bound_feast_session()
+    joined = store.get_historical_features(
+        entity_df=entity_rows,
+        features=store.get_feature_service(FEATURE_SERVICE),
+        full_feature_names=True,
+    ).to_df()
+    return training_frame(joined, list(entity_rows.columns))
 
 
 def test_duckdb_join_equals_the_dask_join_and_keeps_every_entity_row(e2i_home, instance):
