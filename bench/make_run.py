@@ -11,7 +11,6 @@ The home is kept for the HPO benchmarks, which tune on its real training set.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -43,17 +42,13 @@ def run_make(env: dict[str, str]) -> tuple[float, float, str]:
 
 
 def bench_make_run(home: Path) -> list[dict]:
+    from run import clean_env
+
     from e2i_platform.ingest.spec import floor_anchor
 
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "REDIS_URL")
-        and not k.startswith(("E2I_", "DAGSTER_"))
-    }
     # One anchor for both runs: a run that crossed the hour would see new sources.
     anchor = floor_anchor(datetime.now(UTC).replace(tzinfo=None), "hour")
-    env.update(E2I_HOME=str(home), E2I_ANCHOR=anchor.isoformat())
+    env = clean_env(E2I_HOME=str(home), E2I_ANCHOR=anchor.isoformat())
     cold_s, cold_mib, cold_out = run_make(env)
     materialized = int(re.search(r"Assets materialized \((\d+)\)", cold_out).group(1))
     again_s, again_mib, again_out = run_make(env)

@@ -43,18 +43,32 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 # --- measuring ---------------------------------------------------------------------
 
 
-def peak_tree_rss(proc: subprocess.Popen, interval: float) -> int:
-    """Wait for `proc`; the peak RSS in bytes summed over its process tree."""
+def peak_tree_rss(proc: subprocess.Popen, interval: float, largest: bool = False) -> int:
+    """Wait for `proc`; the peak RSS in bytes summed over its process tree (or, with
+    `largest`, of the largest single process in it)."""
     peak = 0
     ps = psutil.Process(proc.pid)
     while proc.poll() is None:
         try:
             tree = [ps, *ps.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            rss = [p.memory_info().rss for p in tree if p.is_running()]
+            peak = max(peak, max(rss) if largest else sum(rss))
         except psutil.Error:
             pass
         time.sleep(interval)
     return peak
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """This environment without the shared servers and settings a developer's shell may
+    point at (a benchmark never writes there), plus `extra`."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "REDIS_URL")
+        and not k.startswith(("E2I_", "DAGSTER_"))
+    }
+    return {**env, **extra}
 
 
 def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:

@@ -15,9 +15,7 @@ compared.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -26,38 +24,13 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-import psutil
+from run import clean_env, peak_tree_rss  # bench/ is on sys.path (script dir)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 SIZES = (5_000, 20_000, 50_000, 100_000)
 HCPS_PER_PATIENT = 400 / 5_000
 JOIN_SIZE = 20_000
-
-
-def largest_process_rss(proc: subprocess.Popen, interval: float = 0.05) -> int:
-    """Wait for `proc`; the peak RSS in bytes of the largest single process in its tree."""
-    peak = 0
-    root = psutil.Process(proc.pid)
-    while proc.poll() is None:
-        try:
-            for p in (root, *root.children(recursive=True)):
-                with contextlib.suppress(psutil.Error):
-                    peak = max(peak, p.memory_info().rss)
-        except psutil.Error:
-            pass
-        time.sleep(interval)
-    return peak
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "REDIS_URL")
-        and not k.startswith(("E2I_", "DAGSTER_"))
-    }
-    return {**env, **extra}
 
 
 def cold_run(patients: int, home: Path, anchor: str) -> dict:
@@ -70,7 +43,7 @@ def cold_run(patients: int, home: Path, anchor: str) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out:
         proc = subprocess.Popen(["make", "-s", "run"], cwd=REPO, env=env, stdout=out, stderr=out)
-        peak = largest_process_rss(proc)
+        peak = peak_tree_rss(proc, 0.05, largest=True)
         wall = time.perf_counter() - started
         out.seek(0)
         text = out.read().decode(errors="replace")
@@ -118,7 +91,7 @@ def join_comparison(home: Path) -> dict:
         cmd = [sys.executable, str(REPO / "bench" / "join.py"), kind, str(home), str(out)]
         started = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=REPO, env=clean_env(E2I_HOME=str(home)))
-        peak = largest_process_rss(proc)
+        peak = peak_tree_rss(proc, 0.05, largest=True)
         if proc.returncode != 0:
             raise RuntimeError(f"{kind} join failed")
         results[kind] = {
