@@ -156,8 +156,9 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
     """`@dg.asset` whose body runs only when every upstream blocking gate's verdict holds.
 
     The verdicts are added to the asset's metadata, so a materialization shows which
-    gate results it relied on, and so is what the step cost (`lib.step_cost`). The configuration resource is added when the asset does
-    not ask for it: the verdicts are judged against the configuration in force.
+    gate results it relied on, and so is what the step cost (`lib.step_cost`). The
+    configuration resource is added when the asset does not ask for it: the verdicts
+    are judged against the configuration in force.
     """
     asset_kwargs.setdefault("automation_condition", gated_automation())
 

@@ -99,6 +99,7 @@ def run_study(
 ) -> StudyOutcome:
     import optuna
 
+    from e2i_platform.training.tuning_sample import tuning_sample
     from e2i_platform.training.warm_start import (
         COPIED_FROM,
         FINGERPRINT_ATTR,
@@ -119,8 +120,6 @@ def run_study(
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
-    from e2i_platform.training.tuning_sample import tuning_sample
-
     data, sample = tuning_sample(data, cfg.tuning_sample.max_train_rows, cfg.tuning_sample.seed)
     space = search_space()
     target = n_trials or cfg.n_trials

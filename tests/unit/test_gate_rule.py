@@ -9,6 +9,8 @@ import pytest
 from e2i_platform.lib.graph import GraphUnavailable, location_graph
 from e2i_platform.lib.versions import judged_version
 
+from support import edit_yaml
+
 
 def test_a_job_without_the_location_graph_is_refused():
     class ScopedGraphWithoutSource:  # what a future Dagster might hand us
@@ -35,15 +37,10 @@ def _key(asset: str, name: str) -> dg.AssetCheckKey:
 
 
 def test_judged_versions_follow_only_the_configuration_each_check_applies(e2i_home, config_copy):
-    import yaml
-
     from e2i_platform.settings import load_settings
 
     before = load_settings()
-    file = config_copy / "promotion.yaml"
-    data = yaml.safe_load(file.read_text())
-    data["quality_gate"]["min_roc_auc"] = 0.99
-    file.write_text(yaml.safe_dump(data))
+    edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.99)
     after = load_settings()
     changed = _key("model_evaluation", "quality_gate")
     same = [
@@ -75,15 +72,10 @@ def test_a_freshness_verdict_is_bound_to_the_store_it_measured(e2i_home, monkeyp
 
 
 def test_leakage_limits_void_only_the_leakage_verdict(e2i_home, config_copy):
-    import yaml
-
     from e2i_platform.settings import load_settings
 
     before = load_settings()
-    file = config_copy / "training.yaml"
-    data = yaml.safe_load(file.read_text())
-    data["leakage"]["max_single_feature_auc"] = 0.9
-    file.write_text(yaml.safe_dump(data))
+    edit_yaml(config_copy, "training", ("leakage", "max_single_feature_auc"), 0.9)
     after = load_settings()
     leakage = _key("training_dataset", "no_leakage")
     assert judged_version(before, leakage) != judged_version(after, leakage)
