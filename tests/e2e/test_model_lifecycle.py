@@ -112,6 +112,24 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert len(trial_runs) == sum(study["trials"].values()) == 12
     pruned_runs = [r for r in trial_runs if r.info.status == "KILLED"]
     assert len(pruned_runs) == study["trials"]["pruned"]
+    # Each trial run holds every round's AUC; Optuna got only the pruner's rounds.
+    import optuna
+
+    from e2i_platform.resources.mlflow import TRIAL_NUMBER_TAG
+    from e2i_platform.training.study import pruning_rounds
+
+    record = json.loads((e2i_home / "warehouse" / "hpo_study.json").read_text())
+    optuna_study = optuna.load_study(
+        study_name=record["study_name"], storage=settings.under_home(settings.optuna.storage)
+    )
+    by_number = {t.number: t for t in optuna_study.trials}
+    for r in trial_runs:
+        trial = by_number[int(r.data.tags[TRIAL_NUMBER_TAG])]
+        rounds = {m.step for m in client.get_metric_history(r.info.run_id, "valid_auc")}
+        assert rounds == set(range(1, max(rounds) + 1)), r.info.run_name
+        assert set(trial.intermediate_values) == {
+            s for s in pruning_rounds(settings.optuna) if s <= max(rounds)
+        }
     assert _signature_inputs(settings, monkeypatch, version) == trained["features"]
 
     release_id = current_release(e2i_home)

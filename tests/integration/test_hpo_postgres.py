@@ -20,7 +20,7 @@ WORKER = textwrap.dedent(
     import pandas as pd
 
     from e2i_platform.settings import load_settings
-    from e2i_platform.training.hpo import objective, search_space
+    from e2i_platform.training.hpo import Objective, search_space
     from e2i_platform.training.model_data import ModelData
     from e2i_platform.training.study import ensure_storage, make_pruner, make_sampler
 
@@ -41,7 +41,7 @@ WORKER = textwrap.dedent(
     )
     mine = []
     study.optimize(
-        objective(data, search_space(), 7, cfg.max_boost_rounds, 20),
+        Objective(data, search_space(), 7, cfg.max_boost_rounds, 20),
         n_trials=trials,
         callbacks=[lambda s, t: mine.append(t.number)],
     )

@@ -1,5 +1,6 @@
-"""The search itself: the pruner really prunes on per-round AUC, best-trial selection
-skips failed, pruned and NaN trials and breaks ties deterministically."""
+"""The search itself: the pruner really prunes on per-round AUC, reporting only at its
+decision rounds changes nothing, best-trial selection skips failed, pruned and NaN
+trials and breaks ties deterministically."""
 
 import numpy as np
 import optuna
@@ -8,9 +9,9 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from e2i_platform.settings import load_settings
-from e2i_platform.training.hpo import best_trial, objective, search_space
+from e2i_platform.training.hpo import Objective, best_trial, search_space
 from e2i_platform.training.model_data import ModelData
-from e2i_platform.training.study import make_pruner, make_sampler
+from e2i_platform.training.study import make_pruner, make_sampler, pruning_rounds
 
 
 def _data(seed: int = 0) -> ModelData:
@@ -32,7 +33,7 @@ def test_hyperband_prunes_trials_reporting_every_round(e2i_home):
     study = optuna.create_study(
         direction="maximize", sampler=make_sampler(cfg), pruner=make_pruner(cfg)
     )
-    study.optimize(objective(_data(), search_space(), 7, cfg.max_boost_rounds, None), n_trials=16)
+    study.optimize(Objective(_data(), search_space(), 7, cfg.max_boost_rounds, None), n_trials=16)
     pruned = [t for t in study.trials if t.state == TrialState.PRUNED]
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert pruned, "Hyperband never pruned"
@@ -41,6 +42,44 @@ def test_hyperband_prunes_trials_reporting_every_round(e2i_home):
     assert all(len(t.intermediate_values) == cfg.max_boost_rounds for t in complete)
     best = best_trial(study)
     assert best.value == max(t.value for t in complete)
+
+
+def test_reporting_only_at_the_pruners_rounds_is_the_same_search(e2i_home):
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    cfg = load_settings().optuna.model_copy(update={"max_boost_rounds": 150})
+    rungs = pruning_rounds(cfg)
+    assert rungs == {10, 30, 90}  # min_resource 10, reduction factor 3, up to 150 rounds
+    studies, curves = {}, {}
+    for every_round in (True, False):
+        # One name: Hyperband assigns a trial's bracket from the study name and number.
+        study = optuna.create_study(
+            study_name="same-search",
+            direction="maximize",
+            sampler=make_sampler(cfg),
+            pruner=make_pruner(cfg),
+        )
+        run = Objective(
+            _data(), search_space(), 7, cfg.max_boost_rounds, None, None if every_round else rungs
+        )
+        study.optimize(run, n_trials=16)
+        studies[every_round], curves[every_round] = study.trials, run.curves
+
+    def outcome(trials):
+        return [(t.state, t.params, t.value, t.user_attrs) for t in trials]
+
+    every, at_rungs = studies[True], studies[False]
+    assert any(t.state == TrialState.PRUNED for t in every)
+    assert outcome(at_rungs) == outcome(every)
+    # Fewer storage writes, each at a decision round; every round is still measured.
+    assert all(set(t.intermediate_values) <= rungs for t in at_rungs)
+    assert (
+        sum(map(len, (t.intermediate_values for t in at_rungs)))
+        < sum(map(len, (t.intermediate_values for t in every))) / 5
+    )
+    assert curves[False] == curves[True]
+    assert [len(curves[False][t.number]) for t in every] == [
+        len(t.intermediate_values) for t in every
+    ]
 
 
 def _trial(number_value, state=TrialState.COMPLETE, rounds=None):
