@@ -164,6 +164,7 @@ def validate(
     future_tolerance: dt.timedelta | None = None,
 ):
     """Validate lazily and return the coerced frame; raises pandera SchemaErrors.
+    The returned frame shares the columns it did not coerce with `df`.
 
     `now` (naive UTC, the run time) turns on the rule that no datetime column of
     the past (`future_ok` false) holds a value later than `now + future_tolerance`
@@ -176,9 +177,11 @@ def validate(
     typed, lossy = type_losslessly(spec, df)
     schema = _schema(name, now, future_tolerance)
     try:
-        # A frame typed here is a private (shallow) copy: Pandera replaces its columns
-        # rather than copying it again, which would re-consolidate every column.
-        validated = schema.validate(typed, lazy=True, inplace=typed is not df)
+        # Pandera copies (and re-consolidates) a frame it may not change. It gets a
+        # shallow copy instead, typed here or made here, and replaces the columns it
+        # coerces there: the caller's frame is never changed, nor copied whole.
+        private = typed if typed is not df else df.copy(deep=False)
+        validated = schema.validate(private, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
         if not lossy:
             raise

@@ -170,3 +170,22 @@ def test_validate_returns_exactly_typed_values(generated):
     typed = validate("hcp_profiles", df)
     assert typed["decile"].dtype == "int64"
     assert (typed["decile"].to_numpy() == generated.table("hcp_profiles")["decile"]).all()
+
+
+def test_validate_never_changes_the_frame_it_checks(generated):
+    """Pandera works on a shallow copy: what it coerces is replaced there, never in
+    the caller's frame (which may be a published value another check reads)."""
+    df = generated.table("hcp_profiles").copy()
+    df["specialty"] = df["specialty"].astype("category")  # Pandera coerces it to text
+    before = df.copy(deep=True)
+    typed = validate("hcp_profiles", df)
+    assert not isinstance(typed["specialty"].dtype, pd.CategoricalDtype)
+    assert isinstance(df["specialty"].dtype, pd.CategoricalDtype)
+    pd.testing.assert_frame_equal(df, before)
+    # Already typed (nothing for the lossless typing to do): the same values back,
+    # the caller's frame untouched.
+    snapshot = typed.copy(deep=True)
+    again = validate("hcp_profiles", typed)
+    assert again is not typed
+    pd.testing.assert_frame_equal(again, snapshot)
+    pd.testing.assert_frame_equal(typed, snapshot)
