@@ -7,6 +7,7 @@ import dagster as dg
 from e2i_platform.lib.gates import GateClosed, gated_asset, verdicts_for
 from e2i_platform.lib.graph import blocking_checks, location_graph
 from e2i_platform.lib.versions import DATA_VERSION_TAG
+from e2i_platform.promotion.inputs import SCORING_COLUMNS
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
@@ -222,6 +223,10 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
     kinds={"lightgbm", "feast", "parquet"},
     io_manager_key="warehouse",
     deps=["online_features"],
+    ins={
+        table: dg.AssetIn(metadata={"columns": columns})
+        for table, columns in SCORING_COLUMNS.items()
+    },
 )
 def patient_risk_scores(
     champion_model: dict, patient_journeys, feast: FeastResource, e2i_config: ConfigResource
