@@ -27,10 +27,12 @@ def training_dataset(
     patient_journeys, treatment_events, feast: FeastResource, e2i_config: ConfigResource
 ) -> dg.Output:
     """Patient-level discontinuation labels at cutoff dates (every `cutoff_every_days`),
-    joined point-in-time with the feature service `discontinuation_model_v1` through
-    Feast's `get_historical_features`. No entity row is dropped: rows Feast returns no
-    match for are kept with null features and counted. Chronological train / validation /
-    test split with a gap of one outcome window and each patient in one split only.
+    joined point-in-time with the feature service `discontinuation_model_v1`: DuckDB
+    ASOF joins on the Feast offline store's Parquet, with the views' keys and ttl from
+    the Feast registry (`features.offline`). No entity row is dropped: rows without a
+    match in a view are kept with null features and counted. Chronological train /
+    validation / test split with a gap of one outcome window and each patient in one
+    split only.
     Runs only after the online store passed its `freshness` gate; gated by `no_leakage`."""
     from e2i_platform.lib.versions import frame_version
     from e2i_platform.training.dataset import (
