@@ -18,18 +18,12 @@ sys.path.insert(0, str(REPO))
 
 
 def dask_store(feast):
-    import re
-
-    import yaml
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
-    text = feast.yaml_file.read_text().replace(
-        "offline_store:\n  type: duckdb", "offline_store:\n  type: file"
-    )
-    values = feast.variables()
-    config = RepoConfig(**yaml.safe_load(re.sub(r"\$\{(\w+)\}", lambda m: values[m[1]], text)))
-    assert config.offline_store.type == "file", config.offline_store.type
+    values = feast.config_values()
+    values["offline_store"] = {"type": "file"}
+    config = RepoConfig(**values)
     config.repo_path = Path(feast.repo_path)
     return FeatureStore(repo_path=feast.repo_path, config=config)
 

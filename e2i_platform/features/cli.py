@@ -1,8 +1,9 @@
 """`make feast ARGS="plan"`: the Feast CLI on feature_repo/ with the platform's settings.
 
-Exports the variables feature_store*.yaml reads (E2I_HOME, E2I_FEAST_PROJECT and,
-for Redis, E2I_FEAST_REDIS) from config/ and the environment, picks the YAML of
-the configured online store, and runs `feast -c feature_repo -f <yaml> ARGS`.
+Writes the configured home's feature_store.yaml (project, registry and online store
+from config/ and the environment; `FeastResource.cli_config`), exports E2I_HOME and,
+for Redis, E2I_FEAST_REDIS, and runs `feast -c feature_repo -f <that yaml> ARGS`.
+On the default home the plain `feast -c feature_repo ...` works as well.
 """
 
 import os
@@ -21,9 +22,10 @@ def main(argv: list[str]) -> int:
         online_store=settings.online_store,
         redis_url=os.environ.get("REDIS_URL"),
     )
-    env = {**os.environ, **feast.variables()}
+    yaml_file, variables = feast.cli_config()
+    env = {**os.environ, **variables}
     binary = str(Path(sys.executable).parent / "feast")
-    command = [binary, "-c", feast.repo_path, "-f", str(feast.yaml_file), *argv]
+    command = [binary, "-c", feast.repo_path, "-f", str(yaml_file), *argv]
     os.execve(binary, command, env)
     return 0  # not reached: execve replaces this process
 

@@ -1,14 +1,15 @@
 """The Feast feature store as a resource.
 
-It loads the committed `feature_repo/feature_store*.yaml` with the same variables
-the Feast CLI reads (E2I_HOME, E2I_FEAST_PROJECT, E2I_FEAST_REDIS), substituted
-from this resource's fields instead of the process environment, so the platform
-and `feast -c feature_repo plan` see one configuration. Feast is imported lazily.
+It loads the committed `feature_repo/feature_store*.yaml` (written for the default
+home, so the plain Feast CLI works there) and sets what this resource decides: the
+project, the registry and SQLite paths under its home, and for Redis the connection
+string derived from REDIS_URL. `cli_config` writes the same configuration for the
+Feast CLI (`make feast`), the Redis connection left as `${E2I_FEAST_REDIS}` for
+Feast to read from the environment, so no secret is written. Feast is imported lazily.
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -55,34 +56,52 @@ class FeastResource(dg.ConfigurableResource):
         name = "feature_store.redis.yaml" if self.online_store == "redis" else "feature_store.yaml"
         return Path(self.repo_path) / name
 
-    def variables(self) -> dict[str, str]:
-        values = {"E2I_HOME": self.home, "E2I_FEAST_PROJECT": self.project}
-        if self.online_store == "redis":
-            if not self.redis_url:
-                raise dg.Failure(
-                    "feature store: the Redis online store is selected but REDIS_URL is not set"
-                )
-            values["E2I_FEAST_REDIS"] = feast_redis_connection(self.redis_url)
+    def redis_connection(self) -> str:
+        if not self.redis_url:
+            raise dg.Failure(
+                "feature store: the Redis online store is selected but REDIS_URL is not set"
+            )
+        return feast_redis_connection(self.redis_url)
+
+    def config_values(self) -> dict:
+        """The committed YAML with this resource's project, registry and online store
+        location; a Redis connection string stays `${E2I_FEAST_REDIS}`."""
+        import yaml
+
+        values = yaml.safe_load(self.yaml_file.read_text())
+        feast_dir = Path(self.home) / "feast"
+        values["project"] = self.project
+        values["registry"]["path"] = str(feast_dir / "registry.db")
+        if values["online_store"]["type"] == "sqlite":
+            values["online_store"]["path"] = str(feast_dir / "online_store.db")
         return values
 
     def repo_config(self):
-        import yaml
         from feast.repo_config import RepoConfig
 
-        values = self.variables()
-
-        def value(match: re.Match) -> str:
-            try:
-                return values[match.group(1)]
-            except KeyError:
-                raise dg.Failure(
-                    f"{self.yaml_file}: unknown variable ${{{match.group(1)}}}"
-                ) from None
-
-        text = re.sub(r"\$\{(\w+)\}", value, self.yaml_file.read_text())
-        config = RepoConfig(**yaml.safe_load(text))
+        values = self.config_values()
+        if values["online_store"]["type"] == "redis":
+            values["online_store"]["connection_string"] = self.redis_connection()
+        config = RepoConfig(**values)
         config.repo_path = Path(self.repo_path)
         return config
+
+    def cli_config(self) -> tuple[Path, dict[str, str]]:
+        """A feature_store.yaml for the Feast CLI on this home (under <home>/feast/) and
+        the environment it needs: E2I_HOME for the repository's sources and, for Redis,
+        E2I_FEAST_REDIS."""
+        import yaml
+
+        path = Path(self.home) / "feast" / "feature_store.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        header = (
+            f"# Written by `make feast` from {self.yaml_file.name}; not read by the platform.\n"
+        )
+        path.write_text(header + yaml.safe_dump(self.config_values(), sort_keys=False))
+        env = {"E2I_HOME": str(self.home)}
+        if self.online_store == "redis":
+            env["E2I_FEAST_REDIS"] = self.redis_connection()
+        return path, env
 
     def store(self):
         from feast import FeatureStore
@@ -96,7 +115,7 @@ class FeastResource(dg.ConfigurableResource):
             return None
         import redis
 
-        self.variables()  # a clear failure when REDIS_URL is missing
+        self.redis_connection()  # a clear failure when REDIS_URL is missing
         return redis.Redis.from_url(self.redis_url)
 
     def describe(self) -> dict[str, str]:

@@ -164,36 +164,45 @@ def test_window_ending_in_the_future_is_refused(e2i_home, instance, monkeypatch)
     assert "is in the future" in failed_steps(result)["online_features"]
 
 
-def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch):
+def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch, tmp_path):
+    """The plain Feast CLI on the default home (`.e2i/` next to feature_repo/, here a copy
+    of the repository's layout) with no platform variable set, and `make feast` on any
+    home: both list the views and plan no change to what the asset applied."""
+    import shutil
+
     anchor_hours_ago(monkeypatch, hours_ago=0.25)
     defs = _defs()
     registry = FEATURE_CHAIN - dg.AssetSelection.assets("online_features")
     assert run(defs, instance, selection=registry).success
-    env = {**os.environ, "E2I_HOME": str(e2i_home), "E2I_FEAST_PROJECT": "e2i"}
+    layout = tmp_path / "checkout"
+    shutil.copytree(REPO / "feature_repo", layout / "feature_repo")
+    (layout / ".e2i").symlink_to(e2i_home, target_is_directory=True)
+    plain = {k: v for k, v in os.environ.items() if not k.startswith("E2I_")}
     feast = str(Path(sys.executable).parent / "feast")
-    listed = subprocess.run(
-        [feast, "-c", "feature_repo", "feature-views", "list"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert listed.returncode == 0, listed.stderr
-    for view in VIEWS:
-        assert view in listed.stdout
-    plan = subprocess.run(
-        [feast, "-c", "feature_repo", "plan"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert plan.returncode == 0, plan.stderr
-    # The repository the CLI parses is the one the asset applied: no object changes.
-    assert "Created feature view" not in plan.stdout
-    assert "Updated feature view" not in plan.stdout
+    commands = {
+        "plain feast in feature_repo/": (
+            [feast, "feature-views", "list"],
+            layout / "feature_repo",
+            plain,
+        ),
+        "plain feast -c from the root": ([feast, "-c", "feature_repo", "plan"], layout, plain),
+        "make feast": (
+            [sys.executable, "-m", "e2i_platform.features.cli", "plan"],
+            REPO,
+            {**plain, "E2I_HOME": str(e2i_home)},
+        ),
+    }
+    for what, (command, cwd, env) in commands.items():
+        done = subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=180
+        )
+        assert done.returncode == 0, f"{what}: {done.stderr[-2000:]}"
+        if command[-1] == "list":
+            assert all(view in done.stdout for view in VIEWS), (what, done.stdout)
+        else:
+            # The repository the CLI parses is the one the asset applied: no object changes.
+            assert "No changes to registry" in done.stdout, (what, done.stdout)
+    assert "E2I_FEAST_REDIS" not in (e2i_home / "feast" / "feature_store.yaml").read_text()
 
 
 @pytest.mark.parametrize("hours_ago", [0.25])
