@@ -133,6 +133,8 @@ def run_study(
         pruner=make_pruner(cfg),
         load_if_exists=True,
     )
+    if study.metric_names != [METRIC]:  # named, so optuna-dashboard says what is maximized
+        study.set_metric_names([METRIC])
     data, sample = tuning_sample(data, cfg.tuning_sample.max_train_rows, cfg.tuning_sample.seed)
     space = search_space()
     target = n_trials or cfg.n_trials
