@@ -48,7 +48,7 @@ feast: $(STAMP)
 	$(PY) -m e2i_platform.features.cli $(ARGS)
 
 test: $(STAMP)
-	$(PY) tests/lanes.py
+	$(PY) tests/lanes.py $(ARGS)
 
 test-preflight test-unit test-integration test-e2e: $(STAMP)
 	$(PY) tests/lanes.py $(subst test-,,$@)

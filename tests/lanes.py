@@ -9,14 +9,15 @@ pytest-xdist workers are sized to the memory available at that moment
 (``E2I_TEST_WORKERS`` overrides), and the peak RSS of the whole process tree is
 measured so the budgets below can be checked against reality.
 
-Real PostgreSQL and Redis come from ``services.ensure_services()`` once, before
-the first lane, when the integration or e2e lane is selected; their URLs are
-passed to every lane in the environment.
+Real PostgreSQL and Redis come from ``services.ensure_services()`` once, right
+before the first lane that needs them (integration, e2e), so preflight runs
+before any service is started; their URLs are passed to the lanes after it.
 
 Verdicts: a lane fails when pytest fails, collects nothing (exit 5), or -- in
 the integration and e2e lanes -- skips anything, because a skipped integration
-test is a test that did not prove anything. Every selected lane runs even after
-a failure so the report is complete. The report table is followed by a last
+test is a test that did not prove anything. A failed preflight stops the run:
+the later lanes are reported as not run (and failed) unless ``--keep-going`` is
+given. Any other failure lets the remaining lanes run, so the report is complete. The report table is followed by a last
 line ``{P} passed, {F} failed[, {S} skipped]`` where F counts failed and
 errored tests plus one for each lane that failed without a failing test (so
 ``0 failed`` always means success). The same figures go to a JSON report.
@@ -115,35 +116,68 @@ class LaneInterrupted(KeyboardInterrupt):
 def available_memory() -> int:
     """Bytes new processes can use: the machine's figure, or the container's if tighter."""
     available = int(psutil.virtual_memory().available)
-    headroom = _cgroup_headroom()
+    headroom = cgroup_headroom()
     return available if headroom is None else min(available, headroom)
 
 
-def _cgroup_headroom() -> int | None:
-    # Inside a container /proc/meminfo shows the host; the real limit is the cgroup's.
-    layouts = (  # (directory, limit file, usage file, reclaimable key in memory.stat)
-        ("/sys/fs/cgroup", "memory.max", "memory.current", "inactive_file"),  # v2
-        (
-            "/sys/fs/cgroup/memory",
-            "memory.limit_in_bytes",
-            "memory.usage_in_bytes",
-            "total_inactive_file",
-        ),  # v1
-    )
-    for root, limit_name, usage_name, reclaimable_key in layouts:
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+# (controller directory under the root, limit file, usage file, reclaimable key in memory.stat)
+_V2 = ("", "memory.max", "memory.current", "inactive_file")
+_V1 = ("memory", "memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file")
+
+
+def own_cgroups(proc_cgroup: str) -> dict[str, str]:
+    """This process's cgroup paths from /proc/self/cgroup: {"v2": path, "v1": path}."""
+    out = {}
+    for line in proc_cgroup.splitlines():
+        number, controllers, path = line.split(":", 2)
+        if number == "0" and controllers == "":
+            out["v2"] = path
+        elif "memory" in controllers.split(","):
+            out["v1"] = path
+    return out
+
+
+def _headroom_at(directory: Path, limit_name: str, usage_name: str, key: str) -> int | None:
+    try:
+        limit_text = (directory / limit_name).read_text().strip()
+        usage = int((directory / usage_name).read_text())
+        stat = (directory / "memory.stat").read_text()
+    except (OSError, ValueError):
+        return None
+    if limit_text == "max" or int(limit_text) >= 2**60:  # v1 spells "no limit" as ~2**63
+        return None
+    # Page cache counts as usage but is given back on demand.
+    match = re.search(rf"^{key} (\d+)$", stat, re.MULTILINE)
+    reclaimable = int(match.group(1)) if match else 0
+    return max(0, int(limit_text) - usage + reclaimable)
+
+
+def cgroup_headroom(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> int | None:
+    """Bytes this process's cgroup lets it still use: the tightest headroom of its own
+    cgroup and every ancestor (a limit set on a parent binds a nested child), v2 or v1.
+    Inside a container /proc/meminfo shows the host; the real limit is here. A path
+    /proc/self/cgroup names that is not under the mount (a cgroup namespace shows the
+    container's own cgroup as the root) is read from the mount's root."""
+    if proc_cgroup is None:
         try:
-            limit_text = Path(root, limit_name).read_text().strip()
-            usage = int(Path(root, usage_name).read_text())
-            stat = Path(root, "memory.stat").read_text()
-        except (OSError, ValueError):
-            continue
-        if limit_text == "max" or int(limit_text) >= 2**60:  # v1 spells "no limit" as ~2**63
-            return None
-        # Page cache counts as usage but is given back on demand.
-        match = re.search(rf"^{reclaimable_key} (\d+)$", stat, re.MULTILINE)
-        reclaimable = int(match.group(1)) if match else 0
-        return max(0, int(limit_text) - usage + reclaimable)
-    return None
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            proc_cgroup = ""
+    paths = own_cgroups(proc_cgroup)
+    found = []
+    for version, (sub, limit_name, usage_name, key) in (("v2", _V2), ("v1", _V1)):
+        base = root / sub if sub else root
+        own = base / paths.get(version, "/").lstrip("/")
+        directory = own if own.is_dir() else base
+        while True:
+            headroom = _headroom_at(directory, limit_name, usage_name, key)
+            if headroom is not None:
+                found.append(headroom)
+            if directory == base:
+                break
+            directory = directory.parent
+    return min(found) if found else None
 
 
 def choose_workers(lane: str) -> tuple[int, str]:
@@ -385,6 +419,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--report", default=".e2i/test-report.json", type=Path, help="JSON report path"
     )
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run the other lanes after a failed preflight"
+    )
     args = parser.parse_args(argv)
     args.lanes = args.lanes or list(DEFAULT_LANES)
     unknown = [lane for lane in args.lanes if lane not in BUDGETS]
@@ -407,24 +444,31 @@ def main(argv: list[str]) -> int:
     # Unbuffered: lane output is piped through us and should appear as it happens.
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     service_urls: dict[str, str] = {}
+    stopped = ""  # why the remaining lanes do not run
     with contextlib.ExitStack() as services:
         lane = ""
         try:
-            services_error = None
-            if NEEDS_SERVICES.intersection(args.lanes):
-                try:
-                    service_urls = services.enter_context(ensure_services())
-                    env.update(service_urls)
-                except ServicesUnavailable as exc:
-                    services_error = str(exc)
-                    print(f"services unavailable:\n{exc}", file=sys.stderr, flush=True)
+            services_error, started = None, False
             for lane in args.lanes:
+                if stopped:
+                    results.append(LaneResult(lane, workers=0, status=f"not run ({stopped})"))
+                    continue
+                if lane in NEEDS_SERVICES and not started:
+                    started = True
+                    try:
+                        service_urls = services.enter_context(ensure_services())
+                        env.update(service_urls)
+                    except ServicesUnavailable as exc:
+                        services_error = str(exc)
+                        print(f"services unavailable:\n{exc}", file=sys.stderr, flush=True)
                 if lane in NEEDS_SERVICES and services_error:
                     results.append(
                         LaneResult(lane, workers=0, status="FAILED (services unavailable)")
                     )
-                else:
-                    results.append(run_lane(lane, args.tests_dir, repo_root, env))
+                    continue
+                results.append(run_lane(lane, args.tests_dir, repo_root, env))
+                if lane == "preflight" and not results[-1].ok and not args.keep_going:
+                    stopped = "preflight failed; --keep-going runs it anyway"
         except LaneInterrupted as exc:
             interrupted = True
             results.append(exc.result)
@@ -443,6 +487,8 @@ def main(argv: list[str]) -> int:
     write_report(report_path, results, totals, ok, service_urls)
     print(f"report: {report_path}")
     skipped = f", {totals['skipped']} skipped" if totals["skipped"] else ""
+    if stopped:
+        print("preflight failed: the later lanes did not run (--keep-going runs them)")
     print(f"{totals['passed']} passed, {totals['failed']} failed{skipped}", flush=True)
     if interrupted:
         return 130
