@@ -10,11 +10,12 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run dev feast rollback test test-preflight test-unit test-integration test-e2e bench lint clean
+.PHONY: help install run dev feast rollback test test-preflight test-release test-unit test-integration test-e2e bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
-	@echo "make test   - install (first time) and run the test lanes"
+	@echo "make test   - install (first time) and run the test lanes (ARGS=--keep-going: past a failed preflight)"
+	@echo "make test-release - the must-pass list (tests/release.txt), under two minutes"
 	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
 	@echo "make feast ARGS=plan - the Feast CLI on feature_repo/ with the platform's settings"
 	@echo "make rollback REASON=\"...\" - make the previous release's model champion again"
@@ -50,7 +51,7 @@ feast: $(STAMP)
 test: $(STAMP)
 	$(PY) tests/lanes.py $(ARGS)
 
-test-preflight test-unit test-integration test-e2e: $(STAMP)
+test-preflight test-release test-unit test-integration test-e2e: $(STAMP)
 	$(PY) tests/lanes.py $(subst test-,,$@)
 
 bench: $(STAMP)

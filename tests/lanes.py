@@ -2,15 +2,17 @@
 
     python tests/lanes.py [--tests-dir DIR] [--report PATH] [lane ...]
 
-Lanes default to ``preflight unit integration e2e``, in that order. Each lane is
-a separate ``python -m pytest <tests-dir>/<lane>`` process, so the memory one
+Lanes default to ``preflight release unit integration e2e``, in that order. Each
+lane is a separate ``python -m pytest <tests-dir>/<lane>`` process (the release
+lane: the must-pass tests listed in ``<tests-dir>/release.txt``, which the later
+lanes then skip, through ``lane_plugin``), so the memory one
 lane used is returned to the OS before the next starts. Within a lane,
 pytest-xdist workers are sized to the memory available at that moment
 (``E2I_TEST_WORKERS`` overrides), and the peak RSS of the whole process tree is
 measured so the budgets below can be checked against reality.
 
 Real PostgreSQL and Redis come from ``services.ensure_services()`` once, right
-before the first lane that needs them (integration, e2e), so preflight runs
+before the first lane that needs them (release, integration, e2e), so preflight runs
 before any service is started; their URLs are passed to the lanes after it.
 
 Verdicts: a lane fails when pytest fails, collects nothing (exit 5), or -- in
@@ -53,6 +55,7 @@ if __package__:
 else:  # run as a script: this directory is sys.path[0]
     from services import ServicesUnavailable, ensure_services, mask_url
 
+HERE = Path(__file__).resolve().parent
 MIB = 1024**2
 GIB = 1024**3
 # Left for the OS, the database and cache servers, and this driver.
@@ -60,6 +63,7 @@ MEMORY_RESERVE = 1 * GIB
 POLL_INTERVAL_S = 0.15
 WORKERS_ENV = "E2I_TEST_WORKERS"
 PYTEST_ARGS_ENV = "E2I_TEST_PYTEST_ARGS"
+RAN_ENV = "E2I_TEST_RAN"  # read by lane_plugin
 
 
 @dataclass(frozen=True)
@@ -70,14 +74,23 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     "preflight": Budget(per_worker=None),
+    # The must-pass list (release.txt): real pipelines on shared servers, one at a time.
+    "release": Budget(per_worker=int(1.2 * GIB), max_workers=1),
     "unit": Budget(per_worker=700 * MIB),
     "integration": Budget(per_worker=900 * MIB),
     # e2e runs whole pipelines that share the same servers: one at a time.
     "e2e": Budget(per_worker=int(1.2 * GIB), max_workers=1),
 }
-DEFAULT_LANES = ("preflight", "unit", "integration", "e2e")
-NEEDS_SERVICES = frozenset({"integration", "e2e"})
-NO_SKIP_LANES = frozenset({"integration", "e2e"})
+DEFAULT_LANES = ("preflight", "release", "unit", "integration", "e2e")
+NEEDS_SERVICES = frozenset({"release", "integration", "e2e"})
+NO_SKIP_LANES = frozenset({"release", "integration", "e2e"})
+RELEASE_LIST = "release.txt"  # in the tests directory: the release lane's tests
+
+
+def release_entries(tests_dir: Path) -> list[str]:
+    """The release list's entries (`<lane>/<file>[::<test>]`), comments and blanks dropped."""
+    lines = (tests_dir / RELEASE_LIST).read_text().splitlines()
+    return [entry for line in lines if (entry := line.split("#", 1)[0].strip())]
 
 
 @dataclass
@@ -272,13 +285,35 @@ def parse_summary(output: str) -> dict[str, int] | None:
     return None
 
 
-def run_lane(lane: str, tests_dir: Path, cwd: Path, env: dict[str, str]) -> LaneResult:
-    """Run one lane's pytest in ``cwd`` (``tests_dir`` is relative to it), measuring its tree."""
+def lane_targets(lane: str, tests_dir: Path, cwd: Path) -> list[str] | str:
+    """What pytest runs for ``lane`` (its directory, or the release list's entries), or
+    why it cannot run."""
+    if lane == "release":
+        try:
+            entries = release_entries(cwd / tests_dir)
+        except OSError as exc:
+            return f"no release list: {exc}"
+        missing = [e for e in entries if not (cwd / tests_dir / e.split("::")[0]).is_file()]
+        if missing or not entries:
+            return (
+                f"release list names missing files {missing}" if missing else "empty release list"
+            )
+        return [str(tests_dir / e) for e in entries]
     if not (cwd / tests_dir / lane).is_dir():
         # pytest-xdist reports a missing path as "no tests ran", which hides the cause.
-        return LaneResult(lane, workers=0, status=f"FAILED (no directory {tests_dir / lane})")
+        return f"no directory {tests_dir / lane}"
+    return [str(tests_dir / lane)]
+
+
+def run_lane(lane: str, tests_dir: Path, cwd: Path, env: dict[str, str]) -> LaneResult:
+    """Run one lane's pytest in ``cwd`` (``tests_dir`` is relative to it), measuring its tree."""
+    targets = lane_targets(lane, tests_dir, cwd)
+    if isinstance(targets, str):
+        return LaneResult(lane, workers=0, status=f"FAILED ({targets})")
     workers, why = choose_workers(lane)
-    cmd = [sys.executable, "-m", "pytest", str(tests_dir / lane), "-p", "no:cacheprovider", "-q"]
+    cmd = [sys.executable, "-m", "pytest", *targets, "-p", "no:cacheprovider", "-q"]
+    if env.get(RAN_ENV):
+        cmd += ["-p", "lane_plugin"]  # deselects what the release lane ran
     if workers > 1:
         cmd += ["-n", str(workers), "--dist", "loadfile"]
     if sys.stdout.isatty():
@@ -469,6 +504,13 @@ def main(argv: list[str]) -> int:
                 results.append(run_lane(lane, args.tests_dir, repo_root, env))
                 if lane == "preflight" and not results[-1].ok and not args.keep_going:
                     stopped = "preflight failed; --keep-going runs it anyway"
+                if lane == "release" and results[-1].workers:
+                    # Later lanes skip these tests: they ran (and count) here.
+                    tests = repo_root / args.tests_dir  # an absolute --tests-dir stays as given
+                    env[RAN_ENV] = "\n".join(str(tests / e) for e in release_entries(tests))
+                    env["PYTHONPATH"] = os.pathsep.join(
+                        p for p in (str(HERE), env.get("PYTHONPATH", "")) if p
+                    )
         except LaneInterrupted as exc:
             interrupted = True
             results.append(exc.result)

@@ -4,12 +4,14 @@ line, and a failed preflight stopping the later lanes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-import lanes
 import pytest
+
+import lanes
 
 GIB = 1024**3
 TESTS = Path(__file__).resolve().parents[1]
@@ -127,3 +129,46 @@ def test_a_passing_preflight_lets_the_lanes_run(tmp_path):
     done = _drive(tmp_path)
     assert done.returncode == 0, done.stdout
     assert done.stdout.rstrip().endswith("2 passed, 0 failed")
+
+
+def test_the_lanes_after_release_skip_what_it_ran(tmp_path):
+    """lane_plugin deselects the release list's entries by file and name (a parametrized
+    test's name covers its cases), whatever rootdir pytest picks."""
+    lane = tmp_path / "unit"
+    lane.mkdir()
+    (lane / "test_a.py").write_text(
+        "import pytest\n"
+        "def test_kept():\n    pass\n"
+        "@pytest.mark.parametrize('n', [1, 2])\n"
+        "def test_ran(n):\n    pass\n"
+    )
+    (lane / "test_b.py").write_text("def test_whole_file():\n    pass\n")
+    ran = f"{lane / 'test_a.py'}::test_ran\n{lane / 'test_b.py'}"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(lane),
+            "-q",
+            "-p",
+            "lane_plugin",
+            "-p",
+            "no:cacheprovider",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "E2I_TEST_RAN": ran, "PYTHONPATH": str(TESTS)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert lanes.parse_summary(done.stdout) == {"passed": 1, "deselected": 3}
+
+
+def test_the_release_list_names_existing_tests():
+    entries = lanes.release_entries(TESTS)
+    assert entries and all((TESTS / e.split("::")[0]).is_file() for e in entries)
+    assert lanes.lane_targets("release", Path("tests"), TESTS.parent) == [
+        f"tests/{e}" for e in entries
+    ]
