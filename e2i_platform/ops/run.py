@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from e2i_platform.definitions import build_definitions
     from e2i_platform.ops.local_job import execute_main_job
+    from e2i_platform.ops.progress import LAUNCH_TAG, Progress
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
 
     defs = build_definitions(settings)
@@ -61,14 +62,23 @@ def main(argv: list[str] | None = None) -> int:
         result = None
         if selected:
             # Step-by-step DEBUG logs stay in the instance (and the UI); the terminal gets
-            # a summary.
+            # a line per finished step and a summary.
             quiet = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
-            result = execute_main_job(
-                instance,
-                selected,
-                quiet,
-                {"e2i/reused_assets": str(len(decisions) - len(selected))},
+            print(
+                f"E2I: running {len(selected)} asset(s), reusing {len(decisions) - len(selected)}"
+                " (a line per finished step follows)",
+                flush=True,
             )
+            with Progress(instance) as progress:
+                result = execute_main_job(
+                    instance,
+                    selected,
+                    quiet,
+                    {
+                        "e2i/reused_assets": str(len(decisions) - len(selected)),
+                        LAUNCH_TAG: progress.launch_id,
+                    },
+                )
         report_reuse(instance, decisions, f"make run {result.run_id if result else '(no run)'}")
         elapsed = time.perf_counter() - started
         ok = _summarise(instance, defs, decisions, result, settings, elapsed)
@@ -77,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
+    from e2i_platform.ops.progress import one_line
+
     selected = [d for d in decisions if d.run]
     reused = [d for d in decisions if not d.run]
     if result is None:
@@ -129,7 +141,7 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
             if event.is_step_failure:
                 print(
                     f"  STEP FAILED  {event.step_key}: "
-                    f"{event.step_failure_data.error.message.strip().splitlines()[0]}"
+                    f"{one_line(event.step_failure_data.error.message)}"
                 )
     return result is None or result.success
 

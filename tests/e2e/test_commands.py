@@ -2,6 +2,7 @@
 share one instance under E2I_HOME, and the gate holds between them."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,16 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     assert "FAIL (ERROR) raw_patient_journeys.schema" in main.stdout
     assert "PASS         raw_hcp_profiles.schema" in main.stdout
     assert "Open the UI: make dev" in main.stdout
+    # Progress as it goes: a line per materialized asset and per failed gate, before the
+    # summary, and no failure line ending on a dangling colon.
+    progress, summary = main.stdout.split("\nE2I run ", 1)
+    (done_line,) = [ln for ln in summary.splitlines() if ln.startswith("Assets materialized")]
+    done = set(done_line.split(": ", 1)[1].split(", "))
+    shown = set(re.findall(r"^  \[ *[\d.]+s\] done +(\S+)", progress, flags=re.M))
+    assert shown == done and "raw_patient_journeys" in shown
+    assert "FAIL   raw_patient_journeys.schema (ERROR): raw_patient_journeys: 3 of" in progress
+    dangling = [ln for ln in main.stdout.splitlines() if "FAIL" in ln and ln.endswith(":")]
+    assert not dangling, dangling
     (blocked_line,) = [ln for ln in main.stdout.splitlines() if ln.startswith("Not materialized")]
     blocked = set(blocked_line.split(": ", 1)[1].split(", "))
     # The failed gate stops the validated table and everything that depends on it.
