@@ -81,9 +81,38 @@ def main(argv: list[str] | None = None) -> int:
                 )
         report_reuse(instance, decisions, f"make run {result.run_id if result else '(no run)'}")
         elapsed = time.perf_counter() - started
-        ok = _summarise(instance, defs, decisions, result, settings, elapsed)
+        ok, stopped_by = _summarise(instance, defs, decisions, result, settings, elapsed)
+    _ending(settings, stopped_by)
     print(f"\nOpen the UI: make dev  ->  http://127.0.0.1:3000 (DAGSTER_HOME={home})")
     return 0 if ok else 1
+
+
+def _ending(settings, stopped_by: list[str]) -> None:
+    """What matters after a run: the release in service, what stopped, what to do next."""
+    from e2i_platform.promotion.release import current_release, releases_dir
+
+    release = current_release(settings.home)
+    print()
+    if release is None:
+        print("Champion: none released yet (releases/CURRENT does not exist)")
+    else:
+        model = release.get("model", {})
+        version = model.get("mlflow", {}).get("model_version") or model.get("model_sha256", "")[:12]
+        auc = release.get("metrics", {}).get("roc_auc")
+        auc_text = f", test ROC-AUC {auc:.4f}" if isinstance(auc, int | float) else ""
+        manifest = releases_dir(settings.home) / release["release_id"] / "manifest.json"
+        print(
+            f"Champion: release {release['release_id']} ({release.get('kind', 'promotion')}), "
+            f"model version {version}{auc_text}; manifest {manifest}"
+        )
+    if stopped_by:
+        print(f"Stopped by: {'; '.join(stopped_by)}")
+        print(
+            "Next: read the evidence above (or the asset's Checks tab in the UI), fix the data "
+            "or the threshold it names, then make run again"
+        )
+    else:
+        print("Next: make dev to browse the run, or make run again after the data change")
 
 
 def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
@@ -118,6 +147,7 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
             f"Not materialized ({len(blocked)}; a gate or a failed step stopped them): "
             f"{', '.join(blocked)}"
         )
+    stopped_by = []
     print("Gate results:")
     evaluated = {}
     if result:
@@ -135,6 +165,8 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
             ev, suffix = record.evaluation, f" [reused, run {record.run_id[:8]}]"
         verdict = "PASS" if ev.passed else f"FAIL ({ev.severity.value})"
         label = f"{key.asset_key.to_user_string()}.{key.name}"
+        if not ev.passed and ev.severity.value == "ERROR" and not suffix:
+            stopped_by.append(f"{label} ({one_line(ev.description)})")
         print(f"  {verdict:<12} {label}: {ev.description}{suffix}")
     if result:
         for event in result.all_events:
@@ -143,7 +175,7 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
                     f"  STEP FAILED  {event.step_key}: "
                     f"{one_line(event.step_failure_data.error.message)}"
                 )
-    return result is None or result.success
+    return result is None or result.success, stopped_by
 
 
 if __name__ == "__main__":

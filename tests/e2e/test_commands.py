@@ -75,6 +75,10 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     assert "FAIL   raw_patient_journeys.schema (ERROR): raw_patient_journeys: 3 of" in progress
     dangling = [ln for ln in main.stdout.splitlines() if "FAIL" in ln and ln.endswith(":")]
     assert not dangling, dangling
+    # The ending says what stopped the run, with its evidence, and what to do next.
+    assert "Champion: none released yet" in main.stdout
+    assert "Stopped by: raw_patient_journeys.schema (raw_patient_journeys: 3 of" in main.stdout
+    assert "Next: read the evidence above" in main.stdout
     (blocked_line,) = [ln for ln in main.stdout.splitlines() if ln.startswith("Not materialized")]
     blocked = set(blocked_line.split(": ", 1)[1].split(", "))
     # The failed gate stops the validated table and everything that depends on it.
@@ -114,6 +118,11 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     rerun = _run(e2i_home)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "reused   raw_patient_journeys: up to date" in rerun.stdout, rerun.stdout
+    champion = re.search(
+        r"^Champion: release (\S+) \(promotion\), model version", rerun.stdout, re.M
+    )
+    assert champion and "Stopped by" not in rerun.stdout, rerun.stdout
+    assert f"manifest {e2i_home / 'releases' / champion[1] / 'manifest.json'}" in rerun.stdout
     assert "reused   patient_journeys: up to date" in rerun.stdout
     assert "reused   raw_hcp_profiles: up to date" in rerun.stdout
     assert "ran      patient_features: never materialized" in rerun.stdout
