@@ -165,3 +165,15 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     assert "reused   raw_hcp_profiles: up to date" in third.stdout
     assert "reused   trained_model: up to date" in third.stdout
     assert "Assets materialized (2): causal_paths, raw_causal_paths" in third.stdout
+
+    # One asset on demand, up to date or not; a name that is no asset is refused by name.
+    one = _command(
+        e2i_home, sys.executable, "-m", "e2i_platform.ops.run", "--select", "causal_paths"
+    )
+    assert one.returncode == 0, one.stdout + one.stderr
+    assert "ran      causal_paths: --select" in one.stdout
+    assert "Assets materialized (1): causal_paths" in one.stdout
+    typo = _command(
+        e2i_home, sys.executable, "-m", "e2i_platform.ops.run", "--select", "causal_path"
+    )
+    assert typo.returncode == 2 and "--select: unknown asset(s) causal_path;" in typo.stderr
