@@ -505,9 +505,10 @@ def main(argv: list[str]) -> int:
                 if lane == "preflight" and not results[-1].ok and not args.keep_going:
                     stopped = "preflight failed; --keep-going runs it anyway"
                 if lane == "release" and results[-1].workers:
-                    # Later lanes skip these tests: they ran (and count) here.
-                    tests = repo_root / args.tests_dir  # an absolute --tests-dir stays as given
-                    env[RAN_ENV] = "\n".join(str(tests / e) for e in release_entries(tests))
+                    # Later lanes skip these tests: they ran (and count) here. An absolute
+                    # --tests-dir stays as given.
+                    targets = lane_targets(lane, args.tests_dir, repo_root)
+                    env[RAN_ENV] = "\n".join(str(repo_root / t) for t in targets)
                     env["PYTHONPATH"] = os.pathsep.join(
                         p for p in (str(HERE), env.get("PYTHONPATH", "")) if p
                     )

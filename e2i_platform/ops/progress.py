@@ -4,8 +4,8 @@ summary at the end.
 The run executes in this process (`ops.local_job`) and writes its events to the
 instance. A background thread reads the run's new events from the event log (the
 records the UI shows) and prints a line per materialized asset (its step's wall
-time and row count), per gate that did not pass (severity and the first line of its
-evidence), and per failed step. Plain lines, so a log file reads like the terminal.
+time and row count), per gate that did not pass (severity and its evidence, on one
+line), and per failed step. Plain lines, so a log file reads like the terminal.
 """
 
 from __future__ import annotations
@@ -57,7 +57,6 @@ class Progress:
     def __init__(self, instance, out=None, interval: float = POLL_SECONDS):
         self.instance, self.out, self.interval = instance, out or sys.stdout, interval
         self.launch_id = uuid.uuid4().hex
-        self.lines = 0
         self._started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="make-run-progress", daemon=True)
@@ -102,7 +101,6 @@ class Progress:
                 if event is not None and (line := event_line(event)):
                     elapsed = time.perf_counter() - self._started
                     print(f"  [{elapsed:6.1f}s] {line}", file=self.out, flush=True)
-                    self.lines += 1
             self._cursor = page.cursor
             if not page.has_more:
                 return

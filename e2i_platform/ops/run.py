@@ -121,7 +121,7 @@ def _select(parser, decisions: list, names: str) -> list:
 
 def _ending(settings, stopped_by: list[str]) -> None:
     """What matters after a run: the release in service, what stopped, what to do next."""
-    from e2i_platform.promotion.release import current_release, releases_dir
+    from e2i_platform.promotion.release import current_release, manifest_path
 
     release = current_release(settings.home)
     print()
@@ -132,7 +132,7 @@ def _ending(settings, stopped_by: list[str]) -> None:
         version = model.get("mlflow", {}).get("model_version") or model.get("model_sha256", "")[:12]
         auc = release.get("metrics", {}).get("roc_auc")
         auc_text = f", test ROC-AUC {auc:.4f}" if isinstance(auc, int | float) else ""
-        manifest = releases_dir(settings.home) / release["release_id"] / "manifest.json"
+        manifest = manifest_path(settings.home, release["release_id"])
         print(
             f"Champion: release {release['release_id']} ({release.get('kind', 'promotion')}), "
             f"model version {version}{auc_text}; manifest {manifest}"
@@ -147,7 +147,8 @@ def _ending(settings, stopped_by: list[str]) -> None:
         print("Next: make dev to browse the run, or make run again after the data change")
 
 
-def _summarise(instance, defs, decisions, result, settings, elapsed) -> bool:
+def _summarise(instance, defs, decisions, result, settings, elapsed) -> tuple[bool, list[str]]:
+    """Print the summary; whether the run succeeded, and the blocking gates that failed in it."""
     from e2i_platform.ops.progress import one_line
 
     selected = [d for d in decisions if d.run]

@@ -158,7 +158,12 @@ def champion_model(
 
 def _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow):
     from e2i_platform.lib.versions import code_version
-    from e2i_platform.promotion.release import current_release, new_release_id, promote
+    from e2i_platform.promotion.release import (
+        current_release,
+        manifest_path,
+        new_release_id,
+        promote,
+    )
     from e2i_platform.training.model_run import service_spec
 
     home = settings.home
@@ -209,9 +214,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "release_id": dg.MetadataValue.text(record["release_id"]),
             "decision": dg.MetadataValue.text(record["decision"]),
             "reused": dg.MetadataValue.bool(record["decision"] != "promoted"),
-            "manifest": dg.MetadataValue.path(
-                str(home / "releases" / record["release_id"] / "manifest.json")
-            ),
+            "manifest": dg.MetadataValue.path(str(manifest_path(home, record["release_id"]))),
             "previous_release": dg.MetadataValue.text(str(record.get("previous_release"))),
             "mlflow_alias": dg.MetadataValue.json(record.get("mlflow_alias", {})),
         },

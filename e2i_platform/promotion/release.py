@@ -24,8 +24,12 @@ def releases_dir(home: Path) -> Path:
     return Path(home) / "releases"
 
 
+def manifest_path(home: Path, release_id: str) -> Path:
+    return releases_dir(home) / release_id / "manifest.json"
+
+
 def read_manifest(home: Path, release_id: str) -> dict:
-    path = releases_dir(home) / release_id / "manifest.json"
+    path = manifest_path(home, release_id)
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:

@@ -91,9 +91,11 @@ def test_the_summary_line_counts_every_kind():
 
 
 def _lane_dirs(root: Path, preflight_passes: bool) -> None:
+    # The lanes' tests check what the driver hands every lane: unbuffered output.
+    unbuffered = "import os\ndef test_{}():\n    assert os.environ['PYTHONUNBUFFERED'] == '{}'\n"
     for lane, body in (
-        ("preflight", f"def test_preflight():\n    assert {preflight_passes}\n"),
-        ("unit", "def test_unit():\n    assert True\n"),
+        ("preflight", unbuffered.format("preflight", "1" if preflight_passes else "no")),
+        ("unit", unbuffered.format("unit", "1")),
     ):
         (root / lane).mkdir(parents=True)
         (root / lane / f"test_{lane}.py").write_text(body)
@@ -136,13 +138,16 @@ def test_the_lanes_after_release_skip_what_it_ran(tmp_path):
     test's name covers its cases), whatever rootdir pytest picks."""
     lane = tmp_path / "unit"
     lane.mkdir()
+    # A deselected test fails if it runs; the kept one checks it sees the release list.
     (lane / "test_a.py").write_text(
-        "import pytest\n"
-        "def test_kept():\n    pass\n"
+        "import os, pytest\n"
+        "def test_kept():\n    assert 'test_ran' in os.environ['E2I_TEST_RAN']\n"
         "@pytest.mark.parametrize('n', [1, 2])\n"
-        "def test_ran(n):\n    pass\n"
+        "def test_ran(n):\n    raise AssertionError('ran in the release lane already')\n"
     )
-    (lane / "test_b.py").write_text("def test_whole_file():\n    pass\n")
+    (lane / "test_b.py").write_text(
+        "def test_whole_file():\n    raise AssertionError('ran in the release lane already')\n"
+    )
     ran = f"{lane / 'test_a.py'}::test_ran\n{lane / 'test_b.py'}"
     done = subprocess.run(
         [
