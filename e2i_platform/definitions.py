@@ -9,10 +9,23 @@ and check bodies only.
 from __future__ import annotations
 
 import os
+import warnings
 
 import dagster as dg
 
 from e2i_platform.settings import Settings, load_settings
+
+# Warnings we can do nothing about, which a code server would otherwise print each
+# time it snapshots the location (every reload and every minute in `make dev`):
+# Dagster reads its own deprecated `ScheduleDefinition.environment_vars` while
+# snapshotting (dagster 1.13.27), and `use_user_code_server` is beta by Dagster's
+# label only (the gated automation needs it; see lib.gates).
+warnings.filterwarnings(
+    "ignore", message=r"Property `ScheduleDefinition\.environment_vars` is deprecated"
+)
+warnings.filterwarnings(
+    "ignore", message=r"Parameter `use_user_code_server` .* is currently in beta"
+)
 
 
 def mlflow_resource(settings: Settings):
@@ -28,18 +41,19 @@ def mlflow_resource(settings: Settings):
         else settings.under_home(cfg.tracking_uri),
         experiment=cfg.experiment,
         registered_model=cfg.registered_model,
+        ui_url=cfg.ui_url,
     )
 
 
-def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None = None):
-    """The code location; `executor` replaces the capped multiprocess executor (make run
-    executes in one process)."""
+def build_definitions(settings: Settings):
+    """The code location."""
     from e2i_platform.features.assets import feature_assets
     from e2i_platform.features.checks import freshness_check
     from e2i_platform.ingest.assets import raw_assets
     from e2i_platform.ingest.checks import schema_checks
     from e2i_platform.ingest.sources import SourceResource
     from e2i_platform.lib.gates import gated_automation_sensor
+    from e2i_platform.lib.ownership import with_ownership
     from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
     from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
@@ -60,9 +74,16 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None
     # materializations record it, so the UI and `make run` can tell an up-to-date
     # asset from one whose code or configuration changed.
     versions = {group: platform_version(settings, group) for group in GROUP_SECTIONS}
+    # Owners and stage tags from one table (lib.ownership); the online store's kind is
+    # the store this environment writes.
+    store_kind = {dg.AssetKey("online_features"): {settings.online_store}}
     assets = [
         a.map_asset_specs(
-            lambda spec: spec.replace_attributes(code_version=versions[spec.group_name])
+            lambda spec: (
+                with_ownership(spec)
+                .merge_attributes(kinds=store_kind.get(spec.key, set()))
+                .replace_attributes(code_version=versions[spec.group_name])
+            )
         )
         for a in (
             *raw_assets(),
@@ -82,7 +103,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None
             no_leakage,
             *promotion_checks(),
         ],
-        jobs=[main_job(), refresh_job(), rollback_job],
+        jobs=[main_job(settings.platform.executor.max_concurrent), refresh_job(), rollback_job],
         schedules=[
             ingest_schedule(settings.platform.ingest_schedule),
             *refresh_schedules(
@@ -116,8 +137,7 @@ def build_definitions(settings: Settings, executor: dg.ExecutorDefinition | None
                 anchor=gen.anchor,
             ),
         },
-        executor=executor
-        or dg.multiprocess_executor.configured(
+        executor=dg.multiprocess_executor.configured(
             {"max_concurrent": settings.platform.executor.max_concurrent}
         ),
     )

@@ -7,6 +7,7 @@ import dagster as dg
 
 from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 from e2i_platform.lib.gates import gated_asset
+from e2i_platform.lib.table_metadata import feature_docs, table_metadata
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 
@@ -33,6 +34,7 @@ def _output(df, view: str, as_of) -> dg.Output:
     return dg.Output(
         df,
         metadata={
+            **table_metadata(df, feature_docs(view)),
             "as_of": dg.MetadataValue.text(str(as_of)),
             "snapshots": dg.MetadataValue.int(int(df[EVENT_TIMESTAMP].nunique())),
             "entities_in_newest_snapshot": dg.MetadataValue.int(

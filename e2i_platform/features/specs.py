@@ -12,6 +12,10 @@ from dataclasses import dataclass
 
 EVENT_TIMESTAMP = "event_timestamp"
 CREATED_TIMESTAMP = "created_timestamp"
+TIMESTAMP_DESCRIPTIONS = {
+    EVENT_TIMESTAMP: "Snapshot time (UTC): the values use only data known by then",
+    CREATED_TIMESTAMP: "When the values were computed (UTC)",
+}
 FEATURE_SERVICE = "discontinuation_model_v1"
 # Every view also serves the epoch second of the snapshot its values come from, so a
 # training row can prove it saw nothing after its cutoff. Provenance, never a model input.

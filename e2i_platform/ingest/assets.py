@@ -6,12 +6,8 @@ from e2i_platform.contract import INPUT_TABLES, raw_asset_name
 from e2i_platform.contract import table as contract_table
 from e2i_platform.ingest.sources import SourceResource
 from e2i_platform.lib import step_cost
-
-
-def _column_schema(df) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=str(c), type=str(t)) for c, t in df.dtypes.items()]
-    )
+from e2i_platform.lib.instance_guard import refuse_throwaway_instance
+from e2i_platform.lib.table_metadata import contract_docs, table_metadata
 
 
 def raw_table_asset(table: str) -> dg.AssetsDefinition:
@@ -31,6 +27,7 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
     )
     def raw(context: dg.AssetExecutionContext, source: SourceResource) -> dg.Output:
         step_cost.start_step(context)
+        refuse_throwaway_instance(context.instance, context.asset_key.to_user_string())
         loaded = source.load(table)
         df = loaded.frame
         context.log.info(f"{table}: {len(df)} rows from {loaded.source['kind']}")
@@ -40,7 +37,8 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
             metadata={
                 "source": dg.MetadataValue.json(loaded.source),
                 "source_kind": dg.MetadataValue.text(loaded.source["kind"]),
-                "dagster/column_schema": _column_schema(df),
+                # As it arrived: the contract's descriptions, not yet its guarantees.
+                **table_metadata(df, contract_docs(table, constraints=False)),
             },
         )
 

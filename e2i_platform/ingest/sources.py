@@ -114,26 +114,61 @@ class SourceResource(dg.ConfigurableResource):
         """What `load(table)` would read, as a version, without reading it: the landing
         file's sha256, or a hash of the generator's spec (its output is a function of
         the spec and the code, and the code version is recorded separately)."""
+        return _version(table, self.describe(table))
+
+    def describe(self, table: str, spec=None) -> dict[str, Any]:
+        """Where `load(table)` would read from, as recorded in the raw asset's `source`
+        metadata: the landing file's path and sha256, or the generator's spec."""
         path = landing_file(Path(self.landing_dir), table)
         if path is not None:
-            return f"landing-{sha256_file(path)[:16]}"
-        return _generator_version(table, self.generator_spec().description)
+            return {"kind": "landing_file", "path": str(path), "sha256": sha256_file(path)}
+        return {"kind": "generator", **(spec or self.generator_spec()).description}
 
     def load(self, table: str) -> LoadedTable:
-        path = landing_file(Path(self.landing_dir), table)
-        if path is not None:
-            digest = sha256_file(path)
-            frame = read_landing(path, table)
-            source = {"kind": "landing_file", "path": str(path), "sha256": digest}
-            return LoadedTable(frame, source, f"landing-{digest[:16]}")
-        from e2i_platform.ingest.generator import generate
+        spec = self.generator_spec()  # once: the anchor must not move between two reads
+        source = self.describe(table, spec)
+        if source["kind"] == "landing_file":
+            frame = read_landing(Path(source["path"]), table)
+        else:
+            from e2i_platform.ingest.generator import generate
 
-        spec = self.generator_spec()
-        frame = generate(table, spec)
-        description = spec.description
-        return LoadedTable(
-            frame, {"kind": "generator", **description}, _generator_version(table, description)
+            frame = generate(table, spec)
+        return LoadedTable(frame, source, _version(table, source))
+
+
+def source_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
+    """Why a raw table's source differs from what its last materialization read, in
+    words a person can check (`before`, `now`: `SourceResource.describe` outputs)."""
+    if not before or "kind" not in before:
+        return "source changed (its last materialization did not record the source)"
+    if before["kind"] != now["kind"]:
+        if now["kind"] == "landing_file":
+            return f"landing file appeared: {now['path']} (sha {now['sha256'][:12]}…)"
+        return f"landing file {before.get('path')} is gone: the generator supplies the table"
+    if now["kind"] == "landing_file":
+        if before.get("path") != now["path"]:
+            return f"landing file is now {now['path']} (was {before.get('path')})"
+        return (
+            f"landing file changed: sha {str(before.get('sha256'))[:12]}… -> "
+            f"{now['sha256'][:12]}… ({now['path']})"
         )
+    changes = []
+    if before.get("anchor") != now["anchor"]:
+        moved = "advanced" if str(before.get("anchor")) < now["anchor"] else "moved back"
+        at = datetime.fromisoformat(now["anchor"]).strftime("%Y-%m-%d %H:%M UTC")
+        changes.append(f"generated data {moved} to {at}")
+    changes += [
+        f"generator {field} {before.get(field)} -> {now[field]}"
+        for field in sorted(now)
+        if field not in ("kind", "anchor") and before.get(field) != now[field]
+    ]
+    return "; ".join(changes) or "generator changed"
+
+
+def _version(table: str, source: dict[str, Any]) -> str:
+    if source["kind"] == "landing_file":
+        return f"landing-{source['sha256'][:16]}"
+    return _generator_version(table, {k: v for k, v in source.items() if k != "kind"})
 
 
 def _generator_version(table: str, description: dict) -> str:

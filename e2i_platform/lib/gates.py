@@ -23,6 +23,7 @@ import dagster as dg
 
 from e2i_platform.lib import step_cost
 from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
+from e2i_platform.lib.instance_guard import refuse_throwaway_instance
 from e2i_platform.lib.signatures import with_context_and_config
 from e2i_platform.lib.verdicts import (
     UNMANAGED,
@@ -83,8 +84,9 @@ def guard_step(step, settings) -> list[GateVerdict]:
         if isinstance(known, GateClosed):
             raise known
         return known
-    graph = location_graph(step.job_def)
     (asset,) = step.assets_def.keys
+    refuse_throwaway_instance(step.instance, asset.to_user_string())
+    graph = location_graph(step.job_def)
     upstream = step.assets_def.asset_deps[asset]
     verdicts = verdicts_for(step.instance, graph, settings, blocking_checks(graph, upstream))
     closed = [v for v in verdicts if not v.passed]
@@ -131,6 +133,33 @@ class GateVerdictHolds(dg.AutomationCondition[dg.AssetCheckKey]):
         return dg.AutomationResult(context=context, true_subset=subset)
 
 
+class GatedEager(dg.AutomationCondition[dg.AssetKey]):
+    """The gated condition, marked as Python of ours. Dagster's check operators
+    (`all_checks_match`) do not list their operand among their children, so a tree with
+    `GateVerdictHolds` under one passes for serializable, and serializing the code
+    location for a code server then fails (dagster 1.13.27). Not being serializable
+    itself, this node makes Dagster send the condition's snapshot instead."""
+
+    def __init__(self, operand: dg.AutomationCondition[dg.AssetKey]):
+        self.operand = operand
+
+    @property
+    def name(self) -> str:
+        return "gated_eager"
+
+    @property
+    def children(self):
+        return [self.operand]
+
+    async def evaluate(self, context):
+        result = await context.for_child_condition(
+            child_condition=self.operand,
+            child_indices=[0],
+            candidate_subset=context.candidate_subset,
+        ).evaluate_async()
+        return dg.AutomationResult(context, result.true_subset, child_results=[result])
+
+
 def gated_automation() -> dg.AutomationCondition:
     """eager(), but only while every upstream blocking gate's verdict holds (or the gate
     is evaluated in the same tick: the run then blocks in-run)."""
@@ -139,7 +168,7 @@ def gated_automation() -> dg.AutomationCondition:
             GateVerdictHolds() | dg.AutomationCondition.will_be_requested(), blocking_only=True
         ).with_label("all_blocking_verdicts_hold")
     ).with_label("all_deps_gate_verdicts_hold")
-    return dg.AutomationCondition.eager() & gates_hold
+    return GatedEager(dg.AutomationCondition.eager() & gates_hold)
 
 
 def gated_automation_sensor() -> dg.AutomationConditionSensorDefinition:

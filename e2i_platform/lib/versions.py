@@ -29,7 +29,8 @@ def code_version(exclude: tuple[str, ...] = ()) -> str:
 
 
 # The configuration sections each asset group reads. How to run (`training.run_mode`)
-# is not what is computed, so it is left out; `make run` handles it explicitly.
+# is not what is computed, so it is left out; `make run` handles it explicitly. Nor is
+# where links point (`mlflow.ui_url`).
 GROUP_SECTIONS = {
     "ingest": ("platform",),
     "quality": ("platform", "quality"),
@@ -37,6 +38,7 @@ GROUP_SECTIONS = {
     "training": ("training", "optuna", "mlflow"),
     "promotion": ("training", "mlflow", "promotion"),
 }
+NOT_COMPUTED = {"training": {"run_mode"}, "mlflow": {"ui_url"}}
 
 
 def platform_version(settings, group: str) -> str:
@@ -47,7 +49,7 @@ def platform_version(settings, group: str) -> str:
     digest.update(f"{settings.env}|{settings.online_store}".encode())
     for section in GROUP_SECTIONS[group]:
         model = getattr(settings, section)
-        exclude = {"run_mode"} if section == "training" else None
+        exclude = NOT_COMPUTED.get(section)
         digest.update(section.encode())
         digest.update(model.model_dump_json(exclude=exclude).encode())
     return digest.hexdigest()[:16]

@@ -1,6 +1,9 @@
 """The Dagster instance the platform runs on: DAGSTER_HOME under E2I_HOME.
 
-`make run` and `make dev` share it, so runs started from either appear in the UI.
+`make run` and `make dev` share it, so runs started from either appear in the UI, and
+`make run` keeps DAGSTER_HOME in the repository's `.env` for the default home: the
+Dagster CLIs (`dagster asset materialize ...`) read `.env` from the directory they
+run in, so they find the same instance with no variable to export.
 The instance config is rendered from config/dagster/dagster.<storage>.yaml; the
 prod one reads its PostgreSQL URL from the environment at run time, so no secret
 is ever written to disk.
@@ -13,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from e2i_platform.settings import Settings
+from e2i_platform.settings.loader import REPO_ROOT
 
 TEMPLATES = {"sqlite": "dagster.local.yaml", "postgres": "dagster.prod.yaml"}
 
@@ -33,6 +37,22 @@ def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
         )
     shutil.copyfile(settings.config_dir / "dagster" / TEMPLATES[storage], home / "dagster.yaml")
     return home
+
+
+def write_dotenv(settings: Settings, home: Path, dotenv: Path = REPO_ROOT / ".env") -> bool:
+    """Set DAGSTER_HOME in `dotenv` when `settings` use the default home (another home is
+    a deliberate choice, e.g. a test's, and must not redirect the developer's CLIs);
+    other lines of the file are kept. Whether the file was written."""
+    if settings.home.resolve() != (REPO_ROOT / ".e2i").resolve():
+        return False
+    lines = dotenv.read_text().splitlines() if dotenv.exists() else []
+    kept = [ln for ln in lines if not ln.strip().startswith("DAGSTER_HOME=")]
+    if not kept:
+        kept = ["# Maintained by make run: the Dagster CLIs run here use the platform's instance."]
+    text = "\n".join([*kept, f"DAGSTER_HOME={home.resolve()}"]) + "\n"
+    if not dotenv.exists() or dotenv.read_text() != text:
+        dotenv.write_text(text)
+    return True
 
 
 if __name__ == "__main__":  # `make dev`: prepare DAGSTER_HOME and print it

@@ -7,11 +7,15 @@ import dagster as dg
 MAIN_JOB = "e2i_main"
 
 
-def main_job() -> dg.UnresolvedAssetJobDefinition:
+def main_job(max_concurrent: int) -> dg.UnresolvedAssetJobDefinition:
+    """Runs from the UI and schedules use capped parallel processes; `make run` picks the
+    in-process executor in its run config (one import of the code for the whole run)."""
     return dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.all(),
         description="Every asset with every gate: ingest, validate and everything after.",
+        executor_def=dg.multi_or_in_process_executor,
+        config={"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}},
     )
 
 

@@ -1,7 +1,7 @@
 """`make run`'s progress: a line per finished step while the run goes, not only a
 summary at the end.
 
-The run executes in this process (`ops.local_job`) and writes its events to the
+The run executes in a run worker process (`ops.launch`) and writes its events to the
 instance. A background thread reads the run's new events from the event log (the
 records the UI shows) and prints a line per materialized asset (its step's wall
 time and row count), per gate that did not pass (severity and its evidence, on one
@@ -25,6 +25,18 @@ def one_line(text: str | None) -> str:
     return " ".join(line.strip() for line in (text or "").splitlines() if line.strip())
 
 
+def failure_text(error) -> str:
+    """A step's error as a person needs it: the user code's exception (Dagster wraps it
+    in "Error occurred while executing op ...:", whose subject is in the cause)."""
+    if error is None:
+        return "no error recorded"
+    while error.cause is not None and "DagsterExecutionStepExecutionError" in (
+        error.cls_name or ""
+    ):
+        error = error.cause
+    return one_line(error.message)
+
+
 def event_line(event) -> str | None:
     """The progress line of one Dagster event, or None for events it does not show."""
     if event.is_step_materialization:
@@ -44,10 +56,7 @@ def event_line(event) -> str | None:
         label = f"{ev.asset_key.to_user_string()}.{ev.check_name}"
         return f"FAIL   {label} ({ev.severity.value}): {one_line(ev.description)}"
     if event.is_step_failure:
-        error = event.step_failure_data.error
-        return (
-            f"FAILED {event.step_key}: {one_line(error.message if error else 'no error recorded')}"
-        )
+        return f"FAILED {event.step_key}: {failure_text(event.step_failure_data.error)}"
     return None
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 import dagster as dg
 
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
+from e2i_platform.ingest.sources import source_change
 from e2i_platform.lib.gates import expected_now
 from e2i_platform.lib.graph import blocking_checks, check_reads
 from e2i_platform.lib.verdicts import judge, latest_evaluations, latest_materializations
@@ -147,9 +148,12 @@ class _Plan:
         if tags.get(CODE_VERSION_TAG) != node.code_version:
             return "code or configuration changed since its last materialization"
         if name in self.raw_tables:
-            now = self.source.source_version(self.raw_tables[name])
-            if tags.get(DATA_VERSION_TAG) != now:
-                return f"source changed: {tags.get(DATA_VERSION_TAG)} -> {now}"
+            table = self.raw_tables[name]
+            if tags.get(DATA_VERSION_TAG) != self.source.source_version(table):
+                recorded = event.asset_materialization.metadata.get("source")
+                return source_change(
+                    recorded.value if recorded else None, self.source.describe(table)
+                )
         for parent in sorted(node.parent_keys, key=lambda k: k.to_user_string()):
             if parent not in decisions:
                 continue  # not an asset this job materializes
@@ -158,8 +162,9 @@ class _Plan:
             consumed = tags.get(INPUT_VERSION_PREFIX + parent.to_user_string())
             if consumed != versions[parent]:
                 return (
-                    f"upstream {parent.to_user_string()} changed since "
-                    f"({consumed} -> {versions[parent]})"
+                    f"upstream {parent.to_user_string()} was materialized again since "
+                    f"(it read data version {(consumed or 'none')[:12]}, now "
+                    f"{(versions[parent] or 'none')[:12]})"
                 )
         closed = []
         for check_key in blocking_checks(graph, [key]):

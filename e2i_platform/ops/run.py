@@ -6,10 +6,12 @@ materialization, and whose own gates passed on it, is reused rather than recompu
 (`ops.reuse`); each reuse is printed with the materialization it keeps and recorded
 as an observation in the instance. `--all` materializes everything regardless.
 
-Runs in one process (the in-process executor, `ops.local_job`): for a single
-local run this avoids re-importing the code location for every step, and no
-step's output is kept in memory after its readers are done. Runs launched from the UI
-or by schedules use the capped multiprocess executor of the definitions.
+The run is an ordinary run of the code location in workspace.yaml, launched by
+the instance (`ops.launch`): the UI shows it on its timeline and can re-execute it.
+It executes in one run worker process (the in-process executor): one import of the
+code for the whole run. Runs launched from the UI or by schedules use capped
+parallel processes. The Dagster CLIs find the same instance through `.env` (written
+here, for the default home).
 """
 
 from __future__ import annotations
@@ -53,11 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
     from e2i_platform.definitions import build_definitions
-    from e2i_platform.ops.local_job import execute_main_job
+    from e2i_platform.ops.instance import write_dotenv
+    from e2i_platform.ops.launch import RunOutcome, code_location, launch, wait
     from e2i_platform.ops.progress import LAUNCH_TAG, Progress
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
 
     defs = build_definitions(settings)
+    write_dotenv(settings, home)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         decisions = plan_run(
@@ -82,16 +86,21 @@ def main(argv: list[str] | None = None) -> int:
                 " (a line per finished step follows)",
                 flush=True,
             )
-            with Progress(instance) as progress:
-                result = execute_main_job(
+            with Progress(instance) as progress, code_location(instance) as (context, location):
+                run_id = launch(
                     instance,
+                    context,
+                    location,
                     selected,
                     quiet,
                     {
                         "e2i/reused_assets": str(len(decisions) - len(selected)),
+                        "e2i/launched_by": "make run",
                         LAUNCH_TAG: progress.launch_id,
                     },
                 )
+                wait(instance, run_id)
+            result = RunOutcome.read(instance, run_id)
         report_reuse(instance, decisions, f"make run {result.run_id if result else '(no run)'}")
         elapsed = time.perf_counter() - started
         ok, stopped_by = _summarise(instance, defs, decisions, result, settings, elapsed)
@@ -149,7 +158,7 @@ def _ending(settings, stopped_by: list[str]) -> None:
 
 def _summarise(instance, defs, decisions, result, settings, elapsed) -> tuple[bool, list[str]]:
     """Print the summary; whether the run succeeded, and the blocking gates that failed in it."""
-    from e2i_platform.ops.progress import one_line
+    from e2i_platform.ops.progress import failure_text, one_line
 
     selected = [d for d in decisions if d.run]
     reused = [d for d in decisions if not d.run]
@@ -163,11 +172,7 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> tuple[bo
             f"\nE2I run {result.run_id} ({'SUCCESS' if result.success else 'FAILED'}) "
             f"in {elapsed:.1f}s — env {settings.env}, home {settings.home}"
         )
-    materialized = (
-        sorted(e.asset_key.to_user_string() for e in result.get_asset_materialization_events())
-        if result
-        else []
-    )
+    materialized = result.materialized() if result else []
     print(f"Assets materialized ({len(materialized)}): {', '.join(materialized) or '-'}")
     for d in selected:
         print(f"  ran      {d.asset}: {d.reason}")
@@ -184,7 +189,7 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> tuple[bo
     print("Gate results:")
     evaluated = {}
     if result:
-        evaluated = {e.asset_check_key: e for e in result.get_asset_check_evaluations()}
+        evaluated = {e.asset_check_key: e for e in result.check_evaluations()}
     reused_assets = {d.asset for d in reused}
     for key in sorted(defs.resolve_asset_graph().asset_check_keys, key=str):
         ev, suffix = evaluated.get(key), ""
@@ -202,12 +207,11 @@ def _summarise(instance, defs, decisions, result, settings, elapsed) -> tuple[bo
             stopped_by.append(f"{label} ({one_line(ev.description)})")
         print(f"  {verdict:<12} {label}: {ev.description}{suffix}")
     if result:
-        for event in result.all_events:
-            if event.is_step_failure:
-                print(
-                    f"  STEP FAILED  {event.step_key}: "
-                    f"{one_line(event.step_failure_data.error.message)}"
-                )
+        failures = result.step_failures()
+        for event in failures:
+            print(f"  STEP FAILED  {event.step_key}: {failure_text(event.step_failure_data.error)}")
+        if not result.success and not failures:
+            print(f"  RUN FAILED   {one_line(result.run_failure() or 'no message recorded')}")
     return result is None or result.success, stopped_by
 
 

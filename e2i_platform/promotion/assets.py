@@ -217,6 +217,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "manifest": dg.MetadataValue.path(str(manifest_path(home, record["release_id"]))),
             "previous_release": dg.MetadataValue.text(str(record.get("previous_release"))),
             "mlflow_alias": dg.MetadataValue.json(record.get("mlflow_alias", {})),
+            **mlflow.model_links(record["model"].get("mlflow", {})),
         },
     )
 
@@ -232,13 +233,18 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
     },
 )
 def patient_risk_scores(
-    champion_model: dict, patient_journeys, feast: FeastResource, e2i_config: ConfigResource
+    champion_model: dict,
+    patient_journeys,
+    feast: FeastResource,
+    e2i_config: ConfigResource,
+    mlflow: MlflowResource,
 ) -> dg.Output:
     """Discontinuation risk for every current patient (latest journey still open), scored
     by the model `releases/CURRENT` names (a rollback included) on features read from
     the online store through the feature service, as rows of the `ml_predictions`
     contract. Refused while the online store's `freshness` gate does not hold. Patients
     the online store does not hold are scored on missing values and counted."""
+    from e2i_platform.lib.table_metadata import contract_docs, table_metadata
     from e2i_platform.promotion.release import current_release
     from e2i_platform.promotion.scoring import score_current_patients
 
@@ -262,9 +268,13 @@ def patient_risk_scores(
             f"patient_features online (> {tolerated:.1%} tolerated); they would be scored on "
             "nothing. Refresh the online store (feature_refresh) and score again."
         )
+    scored_by = release["model"].get("mlflow", {}).get("model_version")
     return dg.Output(
         scores,
         metadata={
+            **table_metadata(scores, contract_docs("ml_predictions")),
+            # The page of the version that scored (no MLflow call: scoring never needs it).
+            **mlflow.ui_links(model_version=scored_by),
             "model_version": dg.MetadataValue.text(scores["model_version"].iloc[0])
             if len(scores)
             else dg.MetadataValue.text("none"),

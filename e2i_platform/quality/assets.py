@@ -7,6 +7,7 @@ import dagster as dg
 from e2i_platform.contract import INPUT_TABLES, raw_asset_name
 from e2i_platform.contract import table as contract_table
 from e2i_platform.lib.gates import gated_asset
+from e2i_platform.lib.table_metadata import contract_docs, table_metadata
 
 
 def validated_table_asset(table: str) -> dg.AssetsDefinition:
@@ -37,14 +38,7 @@ def validated_table_asset(table: str) -> dg.AssetsDefinition:
         return dg.Output(
             typed,
             metadata={
-                "dagster/column_schema": dg.TableSchema(
-                    columns=[
-                        dg.TableColumn(
-                            name=c.name, type=str(typed[c.name].dtype), description=c.description
-                        )
-                        for c in spec.columns
-                    ]
-                ),
+                **table_metadata(typed, contract_docs(table)),
                 f"newest_{spec.event_time}": dg.MetadataValue.text(str(newest)),
             },
         )

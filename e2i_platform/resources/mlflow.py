@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import dagster as dg
 
@@ -40,6 +40,10 @@ PROBE_MAX_RETRIES = 1  # the first urllib3 retry has no backoff sleep
 PROBE_TIMEOUT_SECONDS = 3
 
 REGISTRATION_TIMEOUT_SECONDS = 300.0
+
+# Where `mlflow ui` / `mlflow server` listen by default (mlflow.utils.cli_args HOST, PORT):
+# the UI of a local store, unless `ui_url` says otherwise.
+LOCAL_UI_URL = "http://127.0.0.1:5000"
 
 INTERMEDIATE_METRIC = "valid_auc"
 SKIPPED_METRICS_TAG = "skipped_non_finite_metrics"
@@ -170,6 +174,7 @@ class MlflowResource(dg.ConfigurableResource):
     tracking_uri: str  # resolved: sqlite:////abs/path/mlflow.db or http(s)://[user:pw@]host
     experiment: str
     registered_model: str
+    ui_url: str | None = None  # where people open the UI; None: see `ui_base`
 
     # --- where -------------------------------------------------------------------------
 
@@ -575,6 +580,63 @@ class MlflowResource(dg.ConfigurableResource):
             if err.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
                 raise
         return None
+
+    # --- links to the UI -----------------------------------------------------------------
+    # The MLflow UI routes (its React router, mlflow/server/js): #/experiments/<id>,
+    # #/experiments/<id>/runs/<run id>, #/models/<name>/versions/<version>.
+
+    @property
+    def ui_base(self) -> str:
+        """The MLflow UI: `ui_url`, else the tracking server (it serves the UI), else the
+        address `mlflow ui --backend-store-uri <tracking_uri>` listens on. No credentials."""
+        if self.ui_url:
+            return redact_uri(self.ui_url).rstrip("/")
+        if self.is_http:
+            return self.safe_uri.rstrip("/")
+        return LOCAL_UI_URL
+
+    def experiment_url(self, experiment_id: str | None) -> str | None:
+        if not self.enabled or not experiment_id:
+            return None
+        return f"{self.ui_base}/#/experiments/{quote(str(experiment_id), safe='')}"
+
+    @_secret_free
+    def run_url(self, run_id: str | None) -> str | None:
+        """The run's page (its experiment looked up in the store), or None: tracking off,
+        no run, or a run the store does not hold."""
+        if not self.enabled or not run_id:
+            return None
+        from mlflow.exceptions import MlflowException
+
+        try:
+            experiment_id = self._client().get_run(run_id).info.experiment_id
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return None
+            raise
+        return f"{self.experiment_url(experiment_id)}/runs/{quote(run_id, safe='')}"
+
+    def model_version_url(self, version: str | int | None) -> str | None:
+        """The registered model version's page (no store call: name and version say it)."""
+        if not self.enabled or version is None:
+            return None
+        name = quote(self.registered_model, safe="")
+        return f"{self.ui_base}/#/models/{name}/versions/{quote(str(version), safe='')}"
+
+    def ui_links(
+        self, run_id: str | None = None, model_version: str | int | None = None
+    ) -> dict[str, dg.MetadataValue]:
+        """URL metadata: `mlflow_run_url` and `mlflow_model_version_url`, each when known."""
+        urls = {
+            "mlflow_run_url": self.run_url(run_id) if run_id else None,
+            "mlflow_model_version_url": self.model_version_url(model_version),
+        }
+        return {key: dg.MetadataValue.url(url) for key, url in urls.items() if url}
+
+    def model_links(self, tracking: Mapping[str, Any]) -> dict[str, dg.MetadataValue]:
+        """`ui_links` of a trained model's `mlflow` record (its run and registered
+        version); empty for a model trained with tracking off."""
+        return self.ui_links(tracking.get("run_id"), tracking.get("model_version"))
 
     @_secret_free
     def run_link(self, run_id: str | None) -> str:

@@ -16,7 +16,7 @@ from e2i_platform.training.inputs import INPUT_COLUMNS
 
 @gated_asset(
     group_name="training",
-    kinds={"pandas", "parquet", "feast"},
+    kinds={"pandas", "parquet", "feast", "duckdb"},
     io_manager_key="warehouse",
     deps=["online_features"],
     ins={
@@ -34,8 +34,11 @@ def training_dataset(
     validation / test split with a gap of one outcome window and each patient in one
     split only.
     Runs only after the online store passed its `freshness` gate; gated by `no_leakage`."""
+    from e2i_platform.features.specs import SERVICE_VIEWS
+    from e2i_platform.lib.table_metadata import ColumnDoc, feature_docs, table_metadata
     from e2i_platform.lib.versions import frame_version
     from e2i_platform.training.dataset import (
+        COLUMN_DESCRIPTIONS,
         LABEL,
         SPLIT,
         DatasetSpec,
@@ -56,10 +59,13 @@ def training_dataset(
     joined, join_stats = join_features(store, entity_rows, feast.spill_dir)
     dataset = joined[[*(c for c in joined.columns if c != SPLIT), SPLIT]]
     by_split = dataset.groupby(SPLIT)[LABEL].agg(["size", "mean"])
+    docs = {k: v for view in SERVICE_VIEWS for k, v in feature_docs(view, f"{view}__").items()}
+    docs |= {name: ColumnDoc(text) for name, text in COLUMN_DESCRIPTIONS.items()}
     return dg.Output(
         dataset,
         data_version=dg.DataVersion(frame_version(dataset)),
         metadata={
+            **table_metadata(dataset, docs),
             "rows_per_split": dg.MetadataValue.json(
                 {s: int(n) for s, n in by_split["size"].items()}
             ),
@@ -142,6 +148,7 @@ def hpo_study(
             "warm_start": dg.MetadataValue.json(record["warm_start"]),
             "tuning_sample": dg.MetadataValue.json(record["tuning_sample"]),
             "mlflow": dg.MetadataValue.json(record["mlflow"]),
+            **mlflow.ui_links(run_id=record["mlflow"]["study_run_id"]),
             "storage": dg.MetadataValue.text(record["storage"]),
         },
     )
@@ -187,6 +194,7 @@ def trained_model(
             "exec_fingerprint": dg.MetadataValue.text(record["exec"]),
             "valid_auc": dg.MetadataValue.float(record["metrics"]["valid_auc"]),
             "mlflow": dg.MetadataValue.json(record["mlflow"]),
+            **mlflow.model_links(record["mlflow"]),
         },
     )
 
@@ -219,6 +227,8 @@ def model_evaluation(
             "region_auc": dg.MetadataValue.json(record["region_auc"]),
             "latency": dg.MetadataValue.json(record["latency"]),
             "champion": dg.MetadataValue.json(record["champion"]),
+            # The test metrics are logged to the evaluated model's run.
+            **mlflow.model_links(trained_model["mlflow"]),
         },
     )
 

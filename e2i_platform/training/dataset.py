@@ -26,6 +26,12 @@ LABEL = "label"
 CUTOFF = EVENT_TIMESTAMP
 SPLIT = "split"
 ENTITY_COLUMNS = ("patient_id", "hcp_id", "brand", "region")
+# The training set's own columns (the entities and features are described by the specs).
+COLUMN_DESCRIPTIONS = {
+    CUTOFF: "Cutoff (UTC): features as known then, the outcome window starts after it",
+    LABEL: "1 when the patient discontinued within the outcome window after the cutoff",
+    SPLIT: "Chronological split: train, validation or test (one per patient)",
+}
 
 
 @dataclass(frozen=True)

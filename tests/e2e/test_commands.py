@@ -97,6 +97,7 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
         "patient_risk_scores",
     }
     assert (e2i_home / "dagster" / "dagster.yaml").exists()
+    _assert_a_run_of_the_code_location(e2i_home)
 
     refused = _materialize(e2i_home, "patient_journeys")
     assert refused.returncode != 0
@@ -160,7 +161,7 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     write_landing(e2i_home, "causal_paths", paths.iloc[: len(paths) - 5])
     third = _run(e2i_home)
     assert third.returncode == 0, third.stdout + third.stderr
-    assert "ran      raw_causal_paths: source changed: generator-" in third.stdout
+    assert "ran      raw_causal_paths: landing file appeared: " in third.stdout
     assert "ran      causal_paths: upstream raw_causal_paths runs" in third.stdout
     assert "reused   raw_hcp_profiles: up to date" in third.stdout
     assert "reused   trained_model: up to date" in third.stdout
@@ -177,3 +178,53 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
         e2i_home, sys.executable, "-m", "e2i_platform.ops.run", "--select", "causal_path"
     )
     assert typo.returncode == 2 and "--select: unknown asset(s) causal_path;" in typo.stderr
+
+
+def _assert_a_run_of_the_code_location(home: Path) -> None:
+    """make run's run is the UI's kind of run: created from workspace.yaml's code location
+    (the one `make dev` serves), so the UI files it under the location (Overview
+    timeline, re-execution); and the UI's own API reports it so."""
+    from dagster._core.workspace.context import WorkspaceProcessContext
+    from dagster._core.workspace.load_target import WorkspaceFileTarget
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as inst:
+        (run,) = inst.get_runs(filters=dg.RunsFilter(tags={"e2i/launched_by": "make run"}))
+        assert run.remote_job_origin is not None, "an in-process run without a location"
+        target = WorkspaceFileTarget(paths=[str(REPO / "workspace.yaml")])
+        with WorkspaceProcessContext(inst, target) as process:
+            context = process.create_request_context()
+            assert run.remote_job_origin.location_name in context.code_location_names
+            query = """query($runId: ID!) { runOrError(runId: $runId) { ... on Run {
+                status repositoryOrigin { repositoryLocationName repositoryName } } } }"""
+            reply = execute_dagster_graphql(context, query, {"runId": run.run_id})
+        origin = reply.data["runOrError"]["repositoryOrigin"]
+        assert origin == {
+            "repositoryLocationName": run.remote_job_origin.location_name,
+            "repositoryName": "__repository__",
+        }
+        assert reply.data["runOrError"]["status"] == "FAILURE"  # the schema gate closed
+
+
+def test_a_cli_run_without_dagster_home_is_refused(tmp_path, e2i_home):
+    """`dagster asset materialize` with no DAGSTER_HOME (and no .env) would use a temporary
+    instance that knows no gate result: the step refuses and says how to reach ours."""
+    env = {k: v for k, v in _env(e2i_home).items() if k != "DAGSTER_HOME"}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    args = [DAGSTER, "asset", "materialize", "-m", "e2i_platform.definitions"]
+    # A raw table (no upstream gate) and a gated child: each step refuses on its own.
+    for asset in ("raw_patient_journeys", "patient_journeys"):
+        refused = subprocess.run(
+            [*args, "--select", asset],
+            cwd=elsewhere,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        output = refused.stdout + refused.stderr
+        assert refused.returncode != 0, output
+        assert f"{asset} refused to run on the temporary Dagster instance" in output, output
+        assert "keeps DAGSTER_HOME in .env" in output
+        assert not (e2i_home / "warehouse" / f"{asset}.parquet").exists()

@@ -5,6 +5,8 @@ a second release and its rollback (job and command line).
 
 Data are the product's generator at the default model size (5,000 patients): the
 promotion gates judge real metrics, and smaller data make regional ROC-AUC noise.
+The whole-graph run's event log also proves the metadata conventions: every table's
+row count and column schema are those written, and the MLflow links open real objects.
 """
 
 import json
@@ -15,7 +17,9 @@ from pathlib import Path
 import dagster as dg
 import optuna
 
+from e2i_platform.contract import INPUT_TABLES
 from e2i_platform.resources.mlflow import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
+from e2i_platform.resources.publication import Publications
 from e2i_platform.settings import load_settings
 from e2i_platform.training.study import pruning_rounds
 
@@ -67,6 +71,89 @@ def _mode(mode: str) -> dict:
     return {"ops": {"trained_model": {"config": {"run_mode": mode}}}}
 
 
+TABLES = {
+    *(f"raw_{t}" for t in INPUT_TABLES),
+    *INPUT_TABLES,
+    *("patient_features", "hcp_features", "trigger_features", "market_features"),
+    "training_dataset",
+    "patient_risk_scores",
+}
+RUN_LINKED = {"hpo_study", "trained_model", "model_evaluation", "champion_model"}
+VERSION_LINKED = {"trained_model", "model_evaluation", "champion_model", "patient_risk_scores"}
+
+
+def _materialized_metadata(result) -> dict[str, dict]:
+    return {
+        e.asset_key.to_user_string(): e.materialization.metadata
+        for e in result.get_asset_materialization_events()
+    }
+
+
+def _assert_table_metadata(defs, result, home: Path) -> None:
+    """Every table asset (the warehouse's Parquet): `dagster/row_count` is the rows this
+    run wrote, `dagster/column_schema` their columns and dtypes, each column described."""
+    import pyarrow.parquet as pq
+
+    graph = defs.resolve_asset_graph()
+    keys = graph.get_all_asset_keys()
+    tables = {k.to_user_string() for k in keys if graph.get(k).io_manager_key == "warehouse"}
+    assert tables == TABLES
+    metadata, pubs = _materialized_metadata(result), Publications(home / "warehouse")
+    for name in sorted(tables):
+        meta, path = metadata[name], pubs.published_path(name, "parquet")
+        assert pubs.published_run(name) == result.run_id, name  # this run's value
+        assert meta["dagster/row_count"].value == pq.read_metadata(path).num_rows > 0, name
+        written = pq.read_schema(path).empty_table().to_pandas().dtypes
+        columns = meta["dagster/column_schema"].schema.columns
+        assert [(c.name, c.type) for c in columns] == [(n, str(t)) for n, t in written.items()]
+        assert all(c.description for c in columns), name
+    # The contract's rules travel with the validated tables (not with the raw ones).
+    journeys = {
+        c.name: c.constraints
+        for c in metadata["patient_journeys"]["dagster/column_schema"].schema.columns
+    }
+    assert journeys["patient_journey_id"].unique and not journeys["patient_journey_id"].nullable
+    assert journeys["journey_end_date"].nullable
+    assert "references hcp_profiles.hcp_id" in journeys["hcp_id"].other
+    raw = metadata["raw_patient_journeys"]["dagster/column_schema"].schema.columns
+    assert all(not c.constraints.other for c in raw)
+
+
+def _mlflow_ui_bundle() -> str:
+    """The MLflow UI shipped with the installed MLflow (its React router's routes)."""
+    import mlflow
+
+    build = Path(mlflow.__file__).parent / "server" / "js" / "build" / "static" / "js"
+    return "".join(p.read_text(errors="replace") for p in build.glob("main.*.js"))
+
+
+def _assert_mlflow_links(result, client, settings) -> dict[str, dict[str, list[str]]]:
+    """Every MLflow link is URL metadata on the UI's routes, naming an object the store
+    holds; returns each asset's links as route parts."""
+    bundle = _mlflow_ui_bundle()
+    assert '"/experiments/:experimentId/runs/:runUuid"' in bundle
+    assert '"/models/:modelName/versions/:version"' in bundle
+    found: dict[str, dict[str, list[str]]] = {}
+    for name, meta in _materialized_metadata(result).items():
+        links = {k: v for k, v in meta.items() if k.startswith("mlflow_") and k.endswith("_url")}
+        expected = {"mlflow_run_url"} if name in RUN_LINKED else set()
+        expected |= {"mlflow_model_version_url"} if name in VERSION_LINKED else set()
+        assert set(links) == expected, name
+        for key, value in links.items():
+            assert isinstance(value, dg.UrlMetadataValue), (name, key)
+            base, _, route = value.url.partition("/#/")
+            assert base == "http://127.0.0.1:5000", value.url  # `mlflow ui`, local store
+            parts = route.split("/")
+            if key == "mlflow_run_url":
+                assert parts[0] == "experiments" and parts[2] == "runs", value.url
+                assert client.get_run(parts[3]).info.experiment_id == parts[1]
+            else:
+                assert parts[:3] == ["models", settings.mlflow.registered_model, "versions"]
+                assert client.get_model_version(parts[1], parts[3]).status == "READY"
+            found.setdefault(name, {})[key] = parts
+    return found
+
+
 def test_whole_graph_then_promotion_gates_release_and_rollback(
     e2i_home, instance, monkeypatch, config_copy
 ):
@@ -107,6 +194,13 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
 
     # MLflow holds one nested run per trial the study ran, under the study's run.
     client = _client(settings)
+    _assert_table_metadata(defs, result, e2i_home)
+    links = _assert_mlflow_links(result, client, settings)
+    assert links["hpo_study"]["mlflow_run_url"][3] == study["mlflow"]["study_run_id"]
+    for name in ("trained_model", "model_evaluation", "champion_model"):
+        assert links[name]["mlflow_run_url"][3] == trained["mlflow"]["run_id"], name
+    for name in VERSION_LINKED:
+        assert links[name]["mlflow_model_version_url"][3] == version, name
     experiment = client.get_experiment_by_name(settings.mlflow.experiment)
     parent = study["mlflow"]["study_run_id"]
     trial_runs = client.search_runs(

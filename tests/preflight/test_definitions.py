@@ -132,6 +132,51 @@ def test_executor_is_capped_from_config(e2i_home, monkeypatch):
     monkeypatch.setenv("E2I_MAX_CONCURRENT", "3")
     from dagster._core.system_config.objects import ResolvedRunConfig
 
-    execution = ResolvedRunConfig.build(defs().resolve_job_def("e2i_main"), {}).execution
-    assert execution.execution_engine_name == "multiprocess"
-    assert execution.execution_engine_config["max_concurrent"] == 3
+    from e2i_platform.ops.launch import IN_PROCESS
+
+    job = defs().resolve_job_def("e2i_main")
+    # UI and schedule runs: capped parallel processes by default.
+    execution = ResolvedRunConfig.build(job, {}).execution
+    assert execution.execution_engine_config["multiprocess"]["max_concurrent"] == 3
+    # make run's run config picks one process for the whole run.
+    execution = ResolvedRunConfig.build(job, IN_PROCESS).execution
+    assert set(execution.execution_engine_config) == {"in_process"}
+
+
+def test_the_code_location_serializes_as_a_code_server_sends_it(e2i_home):
+    """The UI, the daemon and `make run` read the code location from a code server, which
+    serializes the repository snapshot (a Python automation condition that passed for
+    serializable once broke exactly this, while loading in process worked)."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster_shared.serdes import deserialize_value, serialize_value
+
+    from e2i_platform.definitions import defs
+
+    repository = defs().get_repository_def()
+    for deferred in (True, False):  # the UI asks for deferred snapshots, run creation not
+        snap = deserialize_value(
+            serialize_value(RepositorySnap.from_def(repository, defer_snapshots=deferred)),
+            RepositorySnap,
+        )
+        gated = {n.asset_key.to_user_string(): n for n in snap.asset_nodes}["patient_journeys"]
+        # Sent as a snapshot (the condition is evaluated where the code is), labelled.
+        assert gated.automation_condition is None
+        assert gated.automation_condition_snapshot.node_snapshot.name == "gated_eager"
+
+
+def test_loading_and_snapshotting_the_location_prints_no_warning(e2i_home):
+    """What a code server does on every reload (and `make dev` every minute) leaves no
+    warning in the UI's log: loading the definitions and snapshotting them."""
+    import subprocess
+    import sys
+
+    code = (
+        "from dagster._core.remote_representation.external_data import RepositorySnap\n"
+        "from e2i_platform.definitions import defs\n"
+        "RepositorySnap.from_def(defs().get_repository_def())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "default", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Warning" not in done.stderr, done.stderr

@@ -96,3 +96,26 @@ def test_invalid_yaml_names_the_file(config_copy, e2i_home):
     (config_copy / "quality.yaml").write_text("tables: [unclosed\n")
     with pytest.raises(ConfigError, match=r"quality\.yaml: not valid YAML"):
         load_settings()
+
+
+def test_make_run_keeps_dagster_home_in_dotenv_for_the_default_home_only(tmp_path, monkeypatch):
+    from e2i_platform.ops.instance import write_dotenv
+    from e2i_platform.settings.loader import REPO_ROOT
+
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("REDIS_URL=redis://127.0.0.1:6379/0\nDAGSTER_HOME=/old/place\n")
+    monkeypatch.delenv("E2I_HOME", raising=False)
+    default = load_settings()
+    assert default.home.resolve() == (REPO_ROOT / ".e2i").resolve()
+    assert write_dotenv(default, default.home / "dagster", dotenv)
+    lines = dotenv.read_text().splitlines()
+    # Other variables stay; DAGSTER_HOME is replaced, once.
+    assert lines == [
+        "REDIS_URL=redis://127.0.0.1:6379/0",
+        f"DAGSTER_HOME={default.home / 'dagster'}",
+    ]
+
+    # Another home is somebody's deliberate choice (a test's): the CLIs are not redirected.
+    monkeypatch.setenv("E2I_HOME", str(tmp_path / "elsewhere"))
+    assert not write_dotenv(load_settings(), tmp_path / "elsewhere" / "dagster", dotenv)
+    assert dotenv.read_text().splitlines() == lines

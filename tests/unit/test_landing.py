@@ -58,3 +58,58 @@ def test_two_landing_files_for_one_table_are_ambiguous(tmp_path):
     (tmp_path / "triggers.parquet").write_bytes(b"x")
     with pytest.raises(LandingFileError, match="keep exactly one"):
         landing_file(tmp_path, "triggers")
+
+
+def _source(tmp_path, **overrides):
+    from e2i_platform.ingest.sources import SourceResource
+
+    fields = dict(landing_dir=str(tmp_path / "landing"), seed=11, patients=300, hcps=40)
+    fields |= dict(history_days=30, anchor="2026-12-03T00:00:00")
+    return SourceResource(**(fields | overrides))
+
+
+def test_a_changed_source_is_described_in_words(tmp_path, generated):
+    from e2i_platform.ingest.sources import source_change
+
+    source = _source(tmp_path)
+    generated_at_midnight = source.describe("triggers")
+    later = _source(tmp_path, anchor="2026-12-03T01:00:00").describe("triggers")
+    assert source_change(generated_at_midnight, later) == (
+        "generated data advanced to 2026-12-03 01:00 UTC"
+    )
+    assert source_change(later, generated_at_midnight) == (
+        "generated data moved back to 2026-12-03 00:00 UTC"
+    )
+    bigger = _source(tmp_path, patients=500).describe("triggers")
+    assert source_change(generated_at_midnight, bigger) == "generator patients 300 -> 500"
+
+    path = write_landing(tmp_path, "triggers", generated.table("triggers").head(10))
+    landed = source.describe("triggers")
+    assert landed["kind"] == "landing_file" and landed["path"] == str(path)
+    assert source_change(generated_at_midnight, landed) == (
+        f"landing file appeared: {path} (sha {landed['sha256'][:12]}…)"
+    )
+    write_landing(tmp_path, "triggers", generated.table("triggers").head(11))
+    relanded = source.describe("triggers")
+    assert source_change(landed, relanded) == (
+        f"landing file changed: sha {landed['sha256'][:12]}… -> "
+        f"{relanded['sha256'][:12]}… ({path})"
+    )
+    path.unlink()
+    assert source_change(relanded, source.describe("triggers")) == (
+        f"landing file {path} is gone: the generator supplies the table"
+    )
+    assert source_change(None, landed).startswith("source changed (its last materialization")
+
+
+def test_the_version_and_the_loaded_table_agree_with_the_description(tmp_path, generated):
+    source = _source(tmp_path)
+    loaded = source.load("triggers")
+    assert loaded.source == source.describe("triggers")
+    assert loaded.version == source.source_version("triggers")
+    assert loaded.version.startswith("generator-")
+    write_landing(tmp_path, "triggers", generated.table("triggers").head(10))
+    landed = source.load("triggers")
+    assert landed.source == source.describe("triggers")
+    assert landed.version == f"landing-{landed.source['sha256'][:16]}"
+    assert len(landed.frame) == 10
