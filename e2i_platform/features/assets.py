@@ -152,6 +152,14 @@ def registry_fingerprint(store) -> str:
     return digest.hexdigest()
 
 
+def record_infra(store) -> None:
+    """Record the online tables in the registry as `feast apply` does. `FeatureStore.apply`
+    creates them but leaves the registry's infra empty, so `feast plan` would list every
+    table as still to be created."""
+    infra = store.provider.plan_infra(store.config, store.registry.proto())
+    store.registry.update_infra(infra, store.project, commit=True)
+
+
 @gated_asset(group_name="features", kinds={"feast"}, deps=list(VIEWS))
 def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
     """`feast apply` of the repository in `feature_repo/`: entities (patient, hcp, brand,
@@ -162,6 +170,7 @@ def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
     store = feast.store()
     objects = build_objects(feast.offline_dir)
     store.apply(objects)
+    record_infra(store)
     store.refresh_registry()
     fingerprint = registry_fingerprint(store)
     return dg.MaterializeResult(

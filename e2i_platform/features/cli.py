@@ -15,13 +15,7 @@ def main(argv: list[str]) -> int:
     from e2i_platform.resources.feast import FeastResource
     from e2i_platform.settings import load_settings
 
-    settings = load_settings()
-    feast = FeastResource(
-        home=str(settings.home),
-        project=settings.platform.feature_store.project,
-        online_store=settings.online_store,
-        redis_url=os.environ.get("REDIS_URL"),
-    )
+    feast = FeastResource.for_settings(load_settings())
     yaml_file, variables = feast.cli_config()
     env = {**os.environ, **variables}
     binary = str(Path(sys.executable).parent / "feast")

@@ -20,7 +20,9 @@ from e2i_platform.features.specs import (
 )
 
 
-def build_objects(offline_dir: str | Path) -> list:
+def build_objects(offline_dir: str | Path, intervals: dict[str, list] | None = None) -> list:
+    """The repository's objects; `intervals` (view name -> materialization intervals)
+    are set on the views, as the Feast CLI's plan needs (see feature_repo/repo.py)."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64, String
 
@@ -54,9 +56,23 @@ def build_objects(offline_dir: str | Path) -> list:
             online=True,
             description=spec.description,
         )
+        views[name].materialization_intervals = list((intervals or {}).get(name, []))
     service = FeatureService(
         name=FEATURE_SERVICE,
         features=[views[v] for v in SERVICE_VIEWS],
         description="Features of the patient discontinuation model (training and serving).",
     )
     return [*entities.values(), *views.values(), service]
+
+
+def applied_intervals(home: Path) -> dict[str, list]:
+    """The materialization intervals of each view in the registry under `home` (the
+    project of the settings in force); none when nothing was applied there yet."""
+    from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.settings import load_settings
+
+    if not (home / "feast" / "registry.db").exists():
+        return {}
+    resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
+    store = resource.store()
+    return {v.name: list(v.materialization_intervals) for v in store.list_feature_views()}

@@ -42,6 +42,18 @@ class FeastResource(dg.ConfigurableResource):
     redis_url: str | None = None  # from the REDIS_URL environment variable (dg.EnvVar)
     repo_path: str = str(REPO_PATH)
 
+    @classmethod
+    def for_settings(cls, settings) -> FeastResource:
+        """The resource outside a run (the Feast CLI's wrappers): REDIS_URL read now."""
+        import os
+
+        return cls(
+            home=str(settings.home),
+            project=settings.platform.feature_store.project,
+            online_store=settings.online_store,
+            redis_url=os.environ.get("REDIS_URL"),
+        )
+
     @property
     def offline_dir(self) -> Path:
         return Path(self.home) / "warehouse"
@@ -69,12 +81,21 @@ class FeastResource(dg.ConfigurableResource):
         import yaml
 
         values = yaml.safe_load(self.yaml_file.read_text())
-        feast_dir = Path(self.home) / "feast"
         values["project"] = self.project
-        values["registry"]["path"] = str(feast_dir / "registry.db")
+        values["registry"]["path"] = self._repo_relative("registry.db")
         if values["online_store"]["type"] == "sqlite":
-            values["online_store"]["path"] = str(feast_dir / "online_store.db")
+            values["online_store"]["path"] = self._repo_relative("online_store.db")
         return values
+
+    def _repo_relative(self, name: str) -> str:
+        """A file under <home>/feast/ as Feast's CLI names it: relative to the repository,
+        which Feast joins unnormalized. The registry records the online tables by that
+        path, so on the default home the platform and a plain `feast plan` in
+        feature_repo/ (`../.e2i/feast/...`) must name them alike, or every table shows as
+        a change."""
+        import os
+
+        return os.path.relpath(Path(self.home).resolve() / "feast" / name, self.repo_path)
 
     def repo_config(self):
         from feast.repo_config import RepoConfig

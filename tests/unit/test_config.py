@@ -119,3 +119,21 @@ def test_make_run_keeps_dagster_home_in_dotenv_for_the_default_home_only(tmp_pat
     monkeypatch.setenv("E2I_HOME", str(tmp_path / "elsewhere"))
     assert not write_dotenv(load_settings(), tmp_path / "elsewhere" / "dagster", dotenv)
     assert dotenv.read_text().splitlines() == lines
+
+
+def test_the_default_homes_feast_paths_are_the_committed_yamls(tmp_path):
+    """The registry records online tables by path: the platform must name them as the plain
+    `feast` CLI in feature_repo/ does (feature_store.yaml's relative paths), or `feast
+    plan` lists every table as a change."""
+    from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.settings.loader import REPO_ROOT
+
+    committed = yaml.safe_load((REPO_ROOT / "feature_repo" / "feature_store.yaml").read_text())
+    ours = FeastResource(home=str(REPO_ROOT / ".e2i"), project="e2i", online_store="sqlite")
+    values = ours.config_values()
+    assert values["registry"]["path"] == committed["registry"]["path"]
+    assert values["online_store"]["path"] == committed["online_store"]["path"]
+    # Any other home: the same files, reached from the repository.
+    other = ours.model_copy(update={"home": str(tmp_path / "h")}).repo_config()
+    db = (other.repo_path / other.online_store.path).resolve()
+    assert db == (tmp_path / "h" / "feast" / "online_store.db").resolve()
