@@ -92,8 +92,7 @@ def test_a_changed_source_is_described_in_words(tmp_path, generated):
     write_landing(tmp_path, "triggers", generated.table("triggers").head(11))
     relanded = source.describe("triggers")
     assert source_change(landed, relanded) == (
-        f"landing file changed: sha {landed['sha256'][:12]}… -> "
-        f"{relanded['sha256'][:12]}… ({path})"
+        f"landing file changed: sha {landed['sha256'][:12]}… -> {relanded['sha256'][:12]}… ({path})"
     )
     path.unlink()
     assert source_change(relanded, source.describe("triggers")) == (
