@@ -10,7 +10,7 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run dev feast rollback test test-preflight test-release test-unit test-integration test-e2e bench lint clean
+.PHONY: help install run dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
@@ -19,6 +19,7 @@ help:
 	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
 	@echo "make feast ARGS=plan - the Feast CLI on feature_repo/ with the platform's settings"
 	@echo "make rollback REASON=\"...\" - make the previous release's model champion again"
+	@echo "make mutation - mutation score of the gate modules against the fast lanes (ARGS=\"--module lib/gates.py\")"
 	@echo "make bench  - benchmarks;  make lint - ruff;  make clean - remove .venv and .e2i"
 
 .tools/bin/uv:
@@ -35,9 +36,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m e2i_platform.ops.run $(ARGS)
 
+# exec: SIGTERM to make reaches the wrapper, which stops dagster dev's whole group in 10 s.
 dev: $(STAMP)
-	DAGSTER_HOME=$$($(PY) -m e2i_platform.ops.instance) && export DAGSTER_HOME && \
-	  $(VENV)/bin/dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	exec $(PY) -m e2i_platform.ops.dev --host $(HOST) --port $(PORT)
 
 # Restore the previous release (recorded as a release and a champion_model materialization).
 rollback: $(STAMP)
@@ -53,6 +54,10 @@ test: $(STAMP)
 
 test-preflight test-release test-unit test-integration test-e2e: $(STAMP)
 	$(PY) tests/lanes.py $(subst test-,,$@)
+
+# Mutants of the gate modules (tests/mutation.toml) in temp copies of the tree; not part of `make test`.
+mutation: $(STAMP)
+	$(PY) tests/mutation.py $(ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/run.py

@@ -179,6 +179,8 @@ def test_make_run_then_cli_child_run_is_refused_until_fixed(e2i_home, generated,
     )
     assert typo.returncode == 2 and "--select: unknown asset(s) causal_path;" in typo.stderr
 
+    _assert_the_ui_lists_the_runs_and_stops_on_sigterm(e2i_home)
+
 
 def _assert_a_run_of_the_code_location(home: Path) -> None:
     """make run's run is the UI's kind of run: created from workspace.yaml's code location
@@ -228,3 +230,60 @@ def test_a_cli_run_without_dagster_home_is_refused(tmp_path, e2i_home):
         assert f"{asset} refused to run on the temporary Dagster instance" in output, output
         assert "keeps DAGSTER_HOME in .env" in output
         assert not (e2i_home / "warehouse" / f"{asset}.parquet").exists()
+
+
+def _assert_the_ui_lists_the_runs_and_stops_on_sigterm(home: Path) -> None:
+    """`make dev` on the home: its webserver lists every make run's run under the code
+    location (what the Overview timeline groups by), and SIGTERM stops the webserver,
+    the daemon and the code servers within 10 s."""
+    import json
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    import psutil
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dev = subprocess.Popen(
+        [sys.executable, "-m", "e2i_platform.ops.dev", "--port", str(port)],
+        cwd=REPO,
+        env=_env(home),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        query = """{ runsOrError { ... on Runs { results { runId tags { key value }
+            repositoryOrigin { repositoryLocationName } } } } }"""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/graphql",
+            data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=10) as reply:
+                    runs = json.load(reply)["data"]["runsOrError"]["results"]
+                break
+            except OSError:
+                assert dev.poll() is None and time.monotonic() < deadline, "make dev did not start"
+                time.sleep(1)
+        ours = [r for r in runs if {"key": "e2i/launched_by", "value": "make run"} in r["tags"]]
+        assert len(ours) >= 4, runs  # every make run above that had something to run
+        assert {r["repositoryOrigin"]["repositoryLocationName"] for r in ours} == {
+            "e2i_platform.definitions"
+        }
+        group = [dev.pid, *(p.pid for p in psutil.Process(dev.pid).children(recursive=True))]
+    finally:
+        started = time.monotonic()
+        dev.send_signal(signal.SIGTERM)
+        dev.wait(timeout=30)
+        stopped = time.monotonic() - started
+    assert dev.returncode == 0
+    assert stopped <= 10, f"make dev took {stopped:.1f} s to stop"
+    left = [p for p in group if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"]
+    assert not left, [psutil.Process(p).cmdline() for p in left]

@@ -208,6 +208,44 @@ def test_feast_cli_plans_the_same_repository(e2i_home, instance, monkeypatch, tm
             # by another path; on the real default home the paths agree: unit-tested).
             assert "No changes to infrastructure" in done.stdout, (what, done.stdout)
     assert "E2I_FEAST_REDIS" not in (e2i_home / "feast" / "feature_store.yaml").read_text()
+    _assert_feast_ui_serves(feast, layout / "feature_repo", plain, tmp_path / "feast_ui.log")
+
+
+def _assert_feast_ui_serves(feast: str, repo: Path, env: dict, log: Path) -> None:
+    """`feast ui` starts and serves its page (it imports grpc_reflection, which Feast does
+    not require: the lock has it)."""
+    import socket
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = log.open("w")
+    ui = subprocess.Popen(
+        [feast, "ui", "-h", "127.0.0.1", "-p", str(port)],
+        cwd=repo,
+        env=env,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as page:
+                    assert page.status == 200 and b"<html" in page.read().lower()
+                break
+            except OSError as error:
+                if ui.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"feast ui did not serve: {log.read_text()[-2000:]}"
+                    ) from error
+                time.sleep(0.5)
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)
+        out.close()
 
 
 @pytest.mark.parametrize("hours_ago", [0.25])
