@@ -9,23 +9,14 @@ and check bodies only.
 from __future__ import annotations
 
 import os
-import warnings
 
 import dagster as dg
 
+from e2i_platform.lib.known_warnings import ignore_known
 from e2i_platform.settings import Settings, load_settings
 
-# Warnings we can do nothing about, which a code server would otherwise print each
-# time it snapshots the location (every reload and every minute in `make dev`):
-# Dagster reads its own deprecated `ScheduleDefinition.environment_vars` while
-# snapshotting (dagster 1.13.27), and `use_user_code_server` is beta by Dagster's
-# label only (the gated automation needs it; see lib.gates).
-warnings.filterwarnings(
-    "ignore", message=r"Property `ScheduleDefinition\.environment_vars` is deprecated"
-)
-warnings.filterwarnings(
-    "ignore", message=r"Parameter `use_user_code_server` .* is currently in beta"
-)
+# Known Dagster warnings we can do nothing about (see lib.known_warnings).
+ignore_known()
 
 
 def mlflow_resource(settings: Settings):

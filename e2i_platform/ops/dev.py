@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", default="3000")
     args = parser.parse_args(argv)
 
+    from e2i_platform.lib.known_warnings import with_known_ignored
     from e2i_platform.ops.instance import prepare_instance
     from e2i_platform.settings import load_settings
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     workspace = str(Path(__file__).resolve().parents[2] / "workspace.yaml")
     child = subprocess.Popen(
         [dagster, "dev", "-w", workspace, "-h", args.host, "-p", args.port],
-        env={**os.environ, "DAGSTER_HOME": str(home)},
+        env=with_known_ignored({**os.environ, "DAGSTER_HOME": str(home)}),
         process_group=0,
         # Ctrl-C's default behaviour, whatever this process inherited: dagster dev maps
         # SIGTERM onto it.

@@ -47,12 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     home = prepare_instance(settings)
     os.environ["DAGSTER_HOME"] = str(home)
 
-    import warnings
+    from e2i_platform.lib.known_warnings import ignore_known, with_known_ignored
+
+    # Here and in the code server and run worker this process starts.
+    ignore_known()
+    os.environ.update(with_known_ignored(dict(os.environ)))
 
     import dagster as dg
-
-    # Output(data_version=...) is marked beta; the terminal summary is not the place.
-    warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
     from e2i_platform.definitions import build_definitions
     from e2i_platform.ops.instance import write_dotenv
