@@ -34,7 +34,13 @@ def failure_text(error) -> str:
         error.cls_name or ""
     ):
         error = error.cause
-    return one_line(error.message)
+    text = one_line(error.message)
+    qualified, sep, rest = text.partition(": ")
+    if sep and qualified.endswith(f".{error.cls_name}"):
+        # Ours and dg.Failure are written for people: no class. Others keep a short one.
+        ours = qualified.startswith("e2i_platform.") or error.cls_name == "Failure"
+        text = rest if ours else f"{error.cls_name}: {rest}"
+    return text
 
 
 def event_line(event) -> str | None:

@@ -137,9 +137,11 @@ def main(argv: list[str]) -> int:
             raise_on_error=False,
         )
     if not result.success:
+        from e2i_platform.ops.progress import failure_text
+
         failures = [e for e in result.all_events if e.is_step_failure]
-        message = failures[0].step_failure_data.error.message if failures else "run failed"
-        print(message.strip(), file=sys.stderr)
+        error = failures[0].step_failure_data.error if failures else None
+        print(failure_text(error) if error else "run failed", file=sys.stderr)
         return 1
     manifest = result.output_for_node("rollback_champion")
     keys = ("release_id", "restores_release", "rolled_back_release", "mlflow_alias")
