@@ -1,6 +1,6 @@
-"""Typing raw values without changing any: the contract's int, float and datetime
-columns typed from text or loose dtypes, every value that cannot be typed exactly
-returned as a failure (see `contract.pandera_models`).
+"""Typing raw values without changing any: the contract's int, float, datetime, text
+and bool columns typed from text or loose dtypes, every value that cannot be typed
+exactly returned as a failure (see `contract.pandera_models`).
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ _INT64_MAX = 2**63 - 1
 _EXACT_INT_IN_FLOAT = 2**53  # beyond this a float cannot represent every integer
 
 
-def type_losslessly(spec: Table, df) -> tuple[Any, dict[str, Any]]:
-    """Type the int, float and datetime columns of `df` without changing any value.
+def type_losslessly(spec: Table, df) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+    """Type the int, float, datetime, text and bool columns of `df` without changing
+    any value.
 
     Returns the frame to hand to Pandera (the input itself when nothing needed
-    typing) and, per column with values that cannot be typed exactly, a frame of
-    failure cases (`index`, `failure_case` = the raw value). In the returned frame
-    such values are stand-ins (`_stand_in`), the rest of the column exactly typed.
+    typing); per column with values that cannot be typed exactly, a frame of failure
+    cases (`index`, `failure_case` = the raw value); and per non-nullable int or bool
+    column with nulls, the index of those rows (an int64 or bool column cannot hold a
+    null, so Pandera would report the column's dtype too). In the returned frame such
+    values are stand-ins (`_stand_in`), the rest of the column exactly typed.
     Vectorised: Python runs value by value only on what the vectorised parse leaves
     undecided (text that is not a plain number: usually just the failing values) and
     on object columns that mix Python types (never the case for a landing file).
@@ -33,6 +36,7 @@ def type_losslessly(spec: Table, df) -> tuple[Any, dict[str, Any]]:
 
     typed = None
     lossy: dict[str, Any] = {}
+    nulls: dict[str, Any] = {}
     for col in spec.columns:
         if col.name not in df.columns or col.dtype not in _TYPERS:
             continue
@@ -40,21 +44,44 @@ def type_losslessly(spec: Table, df) -> tuple[Any, dict[str, Any]]:
         if not isinstance(raw, pd.Series):  # duplicated labels: Pandera reports them
             continue
         values, bad = _TYPERS[col.dtype](raw)
-        if values is raw:
+        null = _reported_nulls(col, values, bad)
+        if values is raw and bad is None and null is None:
             continue
+        replaced = None
         if bad is not None and bad.any():
             lossy[col.name] = pd.DataFrame(
                 {"index": raw.index[bad], "failure_case": raw[bad].astype(object).to_numpy()}
             )
-            values = _stand_in(col, values, bad)
+            replaced = bad
+        if null is not None:
+            nulls[col.name] = raw.index[null]
+            replaced = null if replaced is None else replaced | null
+        if replaced is not None:
+            values = _stand_in(col, values, replaced)
         if typed is None:
             typed = df.copy(deep=False)
         typed[col.name] = values
-    return (df if typed is None else typed), lossy
+    return (df if typed is None else typed), lossy, nulls
+
+
+def _reported_nulls(col: Column, values: pd.Series, bad):
+    """The nulls of a non-nullable int or bool column (a mask), if any: typed columns
+    of those dtypes cannot hold them, so they are reported here and stood in for."""
+    import numpy as np
+
+    if col.dtype not in ("int", "bool") or col.nullable or col.unique:
+        return None
+    if values.dtype in (np.int64, np.bool_):
+        return None
+    null = values.isna().to_numpy()
+    if bad is not None:
+        null &= ~bad
+    return null if null.any() else None
 
 
 def _stand_in(col: Column, values: pd.Series, bad):
-    """Put a value that satisfies the column's own checks where a value cannot be typed.
+    """Put a value that satisfies the column's own checks where a value cannot be typed
+    (or is a null the column's dtype cannot hold).
 
     Pandera then has nothing to say about those cells (a null there would make it
     build a null failure per cell, slowly, only for the report to drop it); what it
@@ -67,11 +94,15 @@ def _stand_in(col: Column, values: pd.Series, bad):
     import pandas as pd
 
     if col.unique:  # a stand-in could duplicate a real value: leave the null
-        return values
+        return values.where(~bad)
     if col.dtype == "datetime":
         stand_in: Any = pd.Timestamp("1970-01-01")
     elif col.allowed:
         stand_in = col.allowed[0]
+    elif col.dtype == "bool":
+        stand_in = False
+    elif col.dtype == "str":
+        stand_in = ""
     elif col.min is not None:
         stand_in = math.ceil(col.min) if col.dtype == "int" else col.min
     elif col.max is not None:
@@ -81,6 +112,8 @@ def _stand_in(col: Column, values: pd.Series, bad):
     values = values.where(~bad, stand_in)
     if col.dtype == "int" and not values.isna().any():
         values = values.astype(np.int64)
+    elif col.dtype == "bool" and not values.isna().any():
+        values = values.astype(bool)
     elif col.dtype == "float":
         values = values.astype(np.float64)
     return values
@@ -186,14 +219,14 @@ def _certainly_not_number_text(obj: pd.Series, candidates):
 
 
 def _int_column(s: pd.Series, values, bad, null):
-    """The int64 column, or float64 with NaN where a value is bad (see `_stand_in`) or null."""
+    """The int64 column, or nullable Int64 with a null where a value is bad (see
+    `_stand_in`) or null: never through float64, which would round or wrap wide ints."""
     import numpy as np
     import pandas as pd
 
     if not bad.any() and not null.any():
         return pd.Series(values.astype(np.int64), index=s.index, name=s.name), bad
-    out = values.astype(np.float64)
-    out[bad | null] = np.nan
+    out = pd.arrays.IntegerArray(values.astype(np.int64), bad | null)
     return pd.Series(out, index=s.index, name=s.name), bad
 
 
@@ -214,7 +247,7 @@ def _to_int(s: pd.Series):
     what = "floating" if kind == "f" else "" if kind in "bmM" else _inferred(obj)
     if kind in "bmM" or what == "boolean":  # flags and times are not numbers
         bad = s.notna().to_numpy()
-        return pd.Series(np.nan, index=s.index, name=s.name), bad
+        return _int_column(s, np.zeros(n, dtype=np.int64), bad, ~bad)
     if what in ("string", "integer"):
         try:  # Python's int() per value: exact, and raises on anything else
             return obj.astype(np.int64), None
@@ -346,6 +379,8 @@ def _to_datetime(s: pd.Series):
     parsed = pd.to_datetime(obj, errors="coerce", format="ISO8601", utc=True)
     parsed = parsed.dt.tz_localize(None).astype("datetime64[ns]")
     unparsed = parsed.isna().to_numpy()
+    # pandas reads these words as the clock's time when parsed: not a recorded time
+    unparsed |= obj.isin(_CLOCK_WORDS).to_numpy()
     if unparsed.any():
         unparsed &= obj.notna().to_numpy()
         # pandas' own spellings of a missing time are nulls, not failures
@@ -353,5 +388,48 @@ def _to_datetime(s: pd.Series):
     return parsed, not_datetime | unparsed
 
 
+def _to_str(s: pd.Series):
+    """The text column as it is (Pandera types it) and the mask of values that are not
+    text: a number, bytes or a list would otherwise be stringified silently."""
+    import pandas as pd
+
+    if isinstance(s.dtype, pd.StringDtype):
+        return s, None
+    obj = s if s.dtype.kind == "O" else _as_object(s)
+    if isinstance(s.dtype, pd.CategoricalDtype) or s.dtype.kind == "O":
+        if _inferred(obj) in ("string", "empty"):
+            return s, None
+        bad = obj.notna().to_numpy() & ~_python_kind_mask(obj, (str,))
+    else:  # numbers, flags and times are not text
+        bad = obj.notna().to_numpy()
+    return obj, (bad if bad.any() else None)
+
+
+def _to_bool(s: pd.Series):
+    """Booleans as bool (with their nulls, as objects, when there are any), or the
+    column as it is when it holds anything else: then Pandera reports its dtype and
+    the model's check names the rows of the values that are not booleans."""
+    import numpy as np
+    import pandas as pd
+
+    if s.dtype == np.bool_:
+        return s, None
+    booleans = isinstance(s.dtype, pd.BooleanDtype) or (
+        s.dtype.kind == "O" and _inferred(s) in ("boolean", "empty")
+    )
+    if not booleans:
+        return s, None
+    if s.isna().any():
+        return _as_object(s), None
+    return s.astype(bool), None
+
+
 _NULL_TIME_TEXT = ("", "NaT", "nat", "NAT", "NaN", "nan", "NAN")
-_TYPERS = {"int": _to_int, "float": _to_float, "datetime": _to_datetime}
+_CLOCK_WORDS = ("now", "today")
+_TYPERS = {
+    "int": _to_int,
+    "float": _to_float,
+    "datetime": _to_datetime,
+    "str": _to_str,
+    "bool": _to_bool,
+}

@@ -15,10 +15,18 @@ typed exactly as a `coerce_dtype('<dtype>')` failure of its column and row, with
 the raw value; Pandera then sees exactly typed columns (with a stand-in for each
 such value, and whatever it reports about a stand-in dropped from the report).
 
+A null in a non-nullable int or bool column is reported as `not_nullable` alone
+(typed here too: Pandera would also fail the column's dtype, which cannot hold a
+null). A value in a text column that is not text (a number, bytes, a list) is a
+`coerce_dtype('string[pyarrow]')` failure of its row, not stringified. A bool
+column that holds anything but booleans fails its dtype, and `isin([True, False])`
+names each such row (0 and 1 included: they are numbers).
+
 Text (CSV landing files) is parsed strictly: integers from numeric text with an
 integral value, floats from numeric text (exactly, as Python's `float` reads it),
 datetimes from ISO 8601 text (an offset is converted to naive UTC, as is a
-timezone-aware column). Booleans are not numbers, and numbers are not datetimes.
+timezone-aware column; "now" and "today", which pandas reads as the clock's time,
+are not datetimes). Booleans are not numbers, and numbers are not datetimes.
 
 Beyond coercion: every float column must be finite (`finite`), and, when
 `validate` is given the run time, every datetime column not marked `future_ok`
@@ -49,17 +57,19 @@ PANDAS_DTYPES = {
 def luhn_valid(values, prefix: str = ""):
     """Vectorised Luhn check of digit strings (with an optional prefix, as NPIs use).
 
-    Returns a boolean Series; non-digit or wrong-length strings are invalid.
+    Returns a boolean Series; non-digit strings are invalid. Each value is judged on
+    its own digits, whatever the length of the others (shorter ones are padded with
+    leading zeros, which add nothing to a Luhn sum).
     """
     import numpy as np
 
     s = values.astype(str)
-    width = s.str.len()
-    ok = s.str.fullmatch(r"\d+") & (width == width.max())
+    ok = s.str.fullmatch(r"\d+")
     if not ok.any():
         return ok
-    digits_str = (prefix + s[ok]).to_numpy()
-    n = len(digits_str[0])
+    digits_str = prefix + s[ok]
+    n = int(digits_str.str.len().max())
+    digits_str = digits_str.str.zfill(n).to_numpy()
     digits = np.frombuffer("".join(digits_str).encode(), dtype=np.uint8).reshape(-1, n) - 48
     digits = digits.astype(np.int64)
     # Double every second digit from the right, excluding the check digit.
@@ -79,8 +89,6 @@ def _field(col: Column):
     kwargs = {"nullable": col.nullable, "unique": col.unique, "coerce": col.dtype != "bool"}
     if col.allowed is not None:
         kwargs["isin"] = list(col.allowed)
-    elif col.dtype == "bool":
-        kwargs["isin"] = [True, False]  # names the rows of a non-boolean column, not just its dtype
     if col.min is not None:
         kwargs["ge"] = col.min
     if col.max is not None:
@@ -101,6 +109,8 @@ def dataframe_model(name: str) -> type[pa.DataFrameModel]:
     for col in spec.columns:
         namespace["__annotations__"][col.name] = Series[PANDAS_DTYPES[col.dtype]]
         namespace[col.name] = _field(col)
+        if col.dtype == "bool":
+            namespace[f"_booleans_{col.name}"] = _booleans_check(pa, col)
         if col.luhn_prefix is not None:
             namespace[f"_luhn_{col.name}"] = _luhn_check(pa, col)
         if col.dtype == "float" and col.finite:
@@ -120,10 +130,41 @@ def dataframe_model(name: str) -> type[pa.DataFrameModel]:
 
 def _luhn_check(pa, col: Column):
     def check(cls, series):
-        return luhn_valid(series, col.luhn_prefix or "")
+        valid = luhn_valid(series, col.luhn_prefix or "")
+        if col.pattern is None:
+            return valid
+        # A value that breaks the pattern is the pattern's failure: Luhn judges the rest
+        # (matched as Pandera's str_matches does).
+        return ~series.str.match(col.pattern, na=False).astype(bool) | valid
 
     check.__name__ = f"_luhn_{col.name}"
     return pa.check(col.name, name=f"luhn({col.luhn_prefix})")(check)
+
+
+def _booleans_check(pa, col: Column):
+    """Names the rows of a bool column that are not booleans (Pandera's dtype failure
+    names none): 0 and 1 too, which `isin([True, False])` would take for booleans."""
+
+    def check(cls, series):
+        import numpy as np
+        import pandas as pd
+        from pandas.api.types import infer_dtype
+
+        kind = series.dtype.kind
+        if kind == "b" or isinstance(series.dtype, pd.BooleanDtype):
+            return pd.Series(True, index=series.index)
+        if kind != "O":  # numbers, times, text dtypes: nothing in it is a boolean
+            return pd.Series(False, index=series.index)
+        if infer_dtype(series, skipna=True) == "boolean":
+            return pd.Series(True, index=series.index)
+        raw = series.to_numpy()  # a column that fails its dtype: value by value
+        flags = np.fromiter(
+            (isinstance(v, bool | np.bool_) for v in raw), dtype=bool, count=len(raw)
+        )
+        return pd.Series(flags, index=series.index)  # nulls are dropped first (ignore_na)
+
+    check.__name__ = f"_booleans_{col.name}"
+    return pa.check(col.name, name="isin", error="isin([True, False])")(check)
 
 
 def _finite_check(pa, col: Column):
@@ -174,7 +215,7 @@ def validate(
     import pandera.pandas as pa
 
     spec = table(name)
-    typed, lossy = type_losslessly(spec, df)
+    typed, lossy, nulls = type_losslessly(spec, df)
     schema = _schema(name, now, future_tolerance)
     try:
         # Pandera copies (and re-consolidates) a frame it may not change. It gets a
@@ -183,11 +224,11 @@ def validate(
         private = typed if typed is not df else df.copy(deep=False)
         validated = schema.validate(private, lazy=True, inplace=True)
     except pa.errors.SchemaErrors as exc:
-        if not lossy:
+        if not lossy and not nulls:
             raise
-        raise _with_coercion_failures(schema, spec, df, lossy, exc.schema_errors) from None
-    if lossy:
-        raise _with_coercion_failures(schema, spec, df, lossy, [])
+        raise _with_coercion_failures(schema, spec, df, lossy, nulls, exc.schema_errors) from None
+    if lossy or nulls:
+        raise _with_coercion_failures(schema, spec, df, lossy, nulls, [])
     return validated
 
 
@@ -218,18 +259,24 @@ def _schema(name: str, now: dt.datetime | None, tolerance: dt.timedelta | None):
     return schema.update_columns(updates) if updates else schema
 
 
-def _with_coercion_failures(schema, spec: Table, data, lossy: dict[str, Any], errors: list):
-    """One SchemaErrors: the values that cannot be typed, plus Pandera's other failures.
+def _with_coercion_failures(
+    schema, spec: Table, data, lossy: dict[str, Any], nulls: dict[str, Any], errors: list
+):
+    """One SchemaErrors: the values that cannot be typed and the nulls of int and bool
+    columns (`type_losslessly`), plus Pandera's other failures.
 
-    A failure Pandera reports on a stand-in (for a value that cannot be typed: a row
-    rule, or the null, dtype and range failures of a null stand-in) is a consequence
-    of the coercion failure already reported for that cell, so it is dropped.
+    A failure Pandera reports on a stand-in (for a value that cannot be typed or such
+    a null: a row rule, or the null, dtype and range failures of a null stand-in) is a
+    consequence of the failure already reported for that cell, so it is dropped.
     """
+    import numpy as np
     import pandas as pd
     import pandera.pandas as pa
     from pandera.errors import SchemaError, SchemaErrorReason
 
     bad_rows = {col: pd.Index(cases["index"]) for col, cases in lossy.items()}
+    for col, rows in nulls.items():
+        bad_rows[col] = bad_rows[col].append(rows) if col in bad_rows else rows
     rule_columns = {r.name: r.columns for r in spec.rules}
     kept = []
     for err in errors:
@@ -273,6 +320,18 @@ def _with_coercion_failures(schema, spec: Table, data, lossy: dict[str, Any], er
                 failure_cases=cases,
                 check=coerce_check_name(dtype),
                 reason_code=SchemaErrorReason.DATATYPE_COERCION,
+                column_name=col,
+            )
+        )
+    for col, rows in nulls.items():
+        mine.append(
+            SchemaError(
+                schema.columns[col],
+                data,
+                f"{len(rows)} null value(s) in non-nullable column {col!r}",
+                failure_cases=pd.DataFrame({"index": rows, "failure_case": np.nan}),
+                check="not_nullable",
+                reason_code=SchemaErrorReason.SERIES_CONTAINS_NULLS,
                 column_name=col,
             )
         )

@@ -158,7 +158,7 @@ class NotBefore:
         return (self.earlier, self.later)
 
     def holds(self, df):
-        return df[self.later].isna() | (df[self.later] >= df[self.earlier])
+        return _unless_missing(df, self.columns, df[self.later] >= df[self.earlier])
 
 
 @dataclass(frozen=True)
@@ -179,8 +179,17 @@ class IsRatio:
         return (self.result, self.numerator, self.denominator)
 
     def holds(self, df):
-        expected = df[self.numerator] / df[self.denominator]
-        return (df[self.result] - expected).abs() <= self.rtol * expected.abs()
+        import numpy as np
+
+        # Rows with a missing or infinite input are judged by that column's own rules;
+        # on the others the quotient must be finite (1e300 / 1e-12 is not) and match.
+        inputs = [df[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in self.columns]
+        result, numerator, denominator = inputs
+        judged = np.isfinite(result) & np.isfinite(numerator) & np.isfinite(denominator)
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            expected = numerator / denominator
+            close = np.abs(result - expected) <= self.rtol * np.abs(expected)
+        return _rowwise(df, ~judged | (np.isfinite(expected) & close))
 
 
 @dataclass(frozen=True)
@@ -199,10 +208,28 @@ class Differ:
         return (self.a, self.b)
 
     def holds(self, df):
-        return df[self.a] != df[self.b]
+        return _unless_missing(df, self.columns, df[self.a] != df[self.b])
 
 
 RowRule = NotBefore | IsRatio | Differ
+
+
+def _unless_missing(df, columns: tuple[str, ...], holds):
+    """A row rule's verdict, true where any of its columns is null: a missing value is
+    the failure of that column's own not-null rule (or allowed), never the row rule's,
+    and a null comparison (pd.NA) never reaches Pandera."""
+    import numpy as np
+
+    missing = np.zeros(len(df), dtype=bool)
+    for c in columns:
+        missing |= df[c].isna().to_numpy()
+    return _rowwise(df, missing | holds.to_numpy(dtype=bool, na_value=True))
+
+
+def _rowwise(df, verdict):
+    import pandas as pd
+
+    return pd.Series(verdict, index=df.index, dtype=bool)
 
 
 @dataclass(frozen=True)
