@@ -472,3 +472,79 @@ def test_numeric_text_is_read_exactly_and_anything_else_is_named(generated):
     count, cases = _named(result, "processing_duration_ms", "coerce_dtype('float64')")
     assert count == 1 and cases == {9: "12 ms"}
     assert result.metadata["failing_rows"].value == len(bad) + 1
+
+
+def test_a_structural_problem_alone_is_summarised_with_no_failing_row(generated):
+    df = generated.table("triggers").drop(columns=["priority", "delivery_channel"])
+    result = schema_gate("triggers", df, "raw_triggers")
+    assert result.description == (
+        f"raw_triggers: 0 of {len(df)} rows fail the triggers contract (2 distinct problems: "
+        "missing columns ['delivery_channel', 'priority'])"
+    )
+    assert result.metadata["failure_counts"].data == {
+        "delivery_channel: missing column": 1,
+        "priority: missing column": 1,
+    }
+    assert result.metadata["failing_rows"].value == 0
+    assert "failure_sample" not in result.metadata  # no row to show
+    extra = schema_gate("triggers", generated.table("triggers").assign(colour="red"), "raw")
+    assert extra.description.endswith("(1 distinct problem: unexpected columns ['colour'])")
+    assert extra.metadata["failure_counts"].data == {"colour: unexpected column": 1}
+    assert extra.metadata["extra_columns"].data == ["colour"]
+    assert extra.metadata["missing_columns"].data == []
+
+
+def test_a_pass_says_how_many_rows_satisfy_the_contract(generated):
+    df = generated.table("triggers")
+    result = schema_gate("triggers", df, "raw_triggers")
+    assert result.description == f"raw_triggers: all {len(df)} rows satisfy the triggers contract"
+    assert result.metadata["rows_checked"].value == len(df)
+    assert result.metadata["severity_applied"].value == "none"
+
+
+def test_the_summary_names_five_problems_then_how_many_more():
+    from e2i_platform.lib.schema_gate import SUMMARY_PROBLEMS, describe_problems
+
+    assert SUMMARY_PROBLEMS == 5
+    counts = {f"c{i}: check": 10 - i for i in range(5)}
+    counts["gone: missing column"] = 1
+    counts["odd: unexpected column"] = 1
+    assert describe_problems(counts) == (
+        "c0: check (10); c1: check (9); c2: check (8); c3: check (7); c4: check (6)"
+    )
+    counts["c5: check"] = 20
+    assert describe_problems(counts) == (
+        "c5: check (20); c0: check (10); c1: check (9); c2: check (8); c3: check (7); and 1 more"
+    )
+    assert describe_problems({"a: x": 1, "b: y": 1}, limit=1) == "a: x (1); and 1 more"
+
+
+def test_equally_frequent_problems_keep_the_order_pandera_found_them(generated):
+    df = generated.table("patient_journeys").copy()
+    df.loc[:2, "journey_stage"] = "remission"  # journey_stage precedes age_group in the model
+    df.loc[5:7, "age_group"] = "unknown"
+    result = schema_gate("patient_journeys", df, "raw_patient_journeys")
+    assert [k.split(":")[0] for k in result.metadata["failure_counts"].data] == [
+        "journey_stage",
+        "age_group",
+    ]
+    problems = result.description.split("problems: ")[1]
+    assert problems.index("journey_stage: isin(") < problems.index("age_group: isin(")
+
+
+def test_a_failure_case_without_a_row_is_sampled_with_row_none():
+    from e2i_platform.lib.schema_gate import summarize_failures
+
+    # Pandera gives a frame-level case no index; a column of indices with a gap is float.
+    cases = pd.DataFrame(
+        {
+            "column": ["triggers", "priority"],
+            "check": ["a_frame_check", "isin(['low'])"],
+            "failure_case": ["False", "urgent"],
+            "index": [np.nan, 3.0],
+        }
+    )
+    found = summarize_failures("triggers", cases)
+    assert [s["row"] for s in found["sample"]] == [None, 3]
+    assert found["failing_rows"] == 1
+    assert found["failure_counts"] == {"triggers: a_frame_check": 1, "priority: isin(['low'])": 1}
