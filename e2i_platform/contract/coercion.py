@@ -152,6 +152,7 @@ def _is_number(v) -> bool:
 def _resolve_int(v) -> int | None:
     """One value the vectorised parse left undecided: its exact integer, or None."""
     import math
+    from decimal import Decimal
 
     import numpy as np
 
@@ -166,6 +167,10 @@ def _resolve_int(v) -> int | None:
             if not (math.isfinite(f) and f.is_integer() and abs(f) <= _EXACT_INT_IN_FLOAT):
                 return None
             n = int(f)
+    elif isinstance(v, Decimal):
+        if not (v.is_finite() and v == v.to_integral_value()):
+            return None
+        n = int(v)
     elif _is_number(v):
         if isinstance(v, int | np.integer):
             n = int(v)
@@ -261,20 +266,26 @@ def _to_int(s: pd.Series):
             exact = 1e15  # pandas' fast parser reads integers of up to 15 digits exactly
         else:
             v = obj.to_numpy(dtype=np.float64)
-            exact = 2**63
+            # Floats are what they are; ints or decimals beside them are not exact as a
+            # float beyond 2**53 (2**63 - 1 would read as 2**63): those are read below.
+            exact = 2**63 if what == "floating" else _EXACT_INT_IN_FLOAT
         with np.errstate(invalid="ignore"):
             integral = np.isfinite(v) & (np.floor(v) == v)
             ok = ~null & integral & (np.abs(v) < exact)
         values[ok] = v[ok].astype(np.int64)
-        if what != "string":  # typed numbers: what is not integral within range is bad
+        if what == "floating":  # typed floats: what is not integral within range is bad
             return _int_column(s, values, ~null & ~ok, null)
-        # Text: a fraction or an infinity is bad as parsed; large integers are read
-        # exactly below; text pandas cannot parse is screened (vectorised) first.
-        parsed = ~np.isnan(v)
-        bad = ~null & parsed & ~integral
-        unparsed = ~null & ~parsed
-        bad |= _certainly_not_number_text(obj, unparsed)
-        undecided = (unparsed & ~bad) | (~null & integral & ~ok)
+        if what == "string":
+            # Text: a fraction or an infinity is bad as parsed; large integers are read
+            # exactly below; text pandas cannot parse is screened (vectorised) first.
+            parsed = ~np.isnan(v)
+            bad = ~null & parsed & ~integral
+            unparsed = ~null & ~parsed
+            bad |= _certainly_not_number_text(obj, unparsed)
+            undecided = (unparsed & ~bad) | (~null & integral & ~ok)
+        else:  # ints, floats or decimals together: a fraction or infinity is bad
+            bad = ~null & ~integral
+            undecided = ~null & integral & ~ok
     else:  # objects of mixed Python types: value by value
         bad = np.zeros(n, dtype=bool)
         undecided = ~null

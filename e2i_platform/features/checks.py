@@ -32,6 +32,7 @@ def evaluate_freshness(feast: FeastResource, settings, now: datetime | None = No
             )
             for v in VIEWS
         ]
+    unreachable = feast.online_store_unreachable()
     return [
         view_freshness(
             store,
@@ -42,6 +43,7 @@ def evaluate_freshness(feast: FeastResource, settings, now: datetime | None = No
             settings.limits(view).warning_hours,
             settings.sample_size,
             settings.limits(view).max_missing_share,
+            online_unreachable=unreachable,
         )
         for view in VIEWS
     ]

@@ -21,7 +21,8 @@ from e2i_platform.features.materialize import online_timestamps
 from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 
 HOUR = pd.Timedelta(hours=1)
-RANK = {"fresh": 0, "warning": 1, "stale": 2, "unknown": 3}
+# Worst last: a set of views is as fresh as its worst.
+RANK = {s: i for i, s in enumerate(("fresh", "warning", "stale", "unknown"))}
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def view_freshness(
     warning_hours: float,
     sample_size: int,
     max_missing_share: float = 0.0,
+    online_unreachable: str | None = None,
 ) -> ViewFreshness:
     now_ts = pd.Timestamp(now)
     limits = {"max_age_hours": max_age_hours, "warning_hours": warning_hours}
@@ -117,15 +119,13 @@ def view_freshness(
 
     sample = sample_entities(offline, view, sample_size)
     try:
+        if online_unreachable:  # probed once for all views (FeastResource)
+            raise ConnectionError(online_unreachable)
         stored = online_timestamps(store, view, sample)
     except Exception as exc:  # the online store cannot be reached or read
+        why = online_unreachable or f"{type(exc).__name__}: {exc}"
         return ViewFreshness(
-            view,
-            "unknown",
-            f"online store: {type(exc).__name__}: {exc}",
-            **limits,
-            **measured,
-            sampled=len(sample),
+            view, "unknown", f"online store: {why}", **limits, **measured, sampled=len(sample)
         )
     present = stored.dropna()
     measured.update(sampled=len(sample), missing=int(stored.isna().sum()))

@@ -652,6 +652,30 @@ def test_a_wide_int_beside_a_value_that_cannot_be_typed_is_not_changed(generated
     assert _counts(result) == {"records_processed: coerce_dtype('int64')": 1}
 
 
+def test_a_wide_int_beside_a_fraction_or_as_a_decimal_is_read_exactly(generated):
+    """Found by the property above (a second time): beside a float fraction, 2**63 - 1
+    in the same column was read through float64 as 2**63 and reported out of range;
+    a wide Decimal was silently rounded to the nearest float."""
+    from decimal import Decimal
+
+    from e2i_platform.contract import table as contract_table
+    from e2i_platform.contract.coercion import type_losslessly
+
+    df = generated.table("agent_activities").head(3).copy()
+    df["records_processed"] = pd.Series([-8.8e-38, INT64[1], 5], dtype=object)
+    result = schema_gate("agent_activities", df, "raw_agent_activities")
+    assert _counts(result) == {"records_processed: coerce_dtype('int64')": 1}
+    assert {s["row"] for s in result.metadata["failure_sample"].data} == {0}
+
+    wide = 2**53 + 1  # the first integer a float cannot hold
+    df["records_processed"] = pd.Series([Decimal(wide), 7.0, Decimal("2.5")], dtype=object)
+    typed, _, _ = type_losslessly(contract_table("agent_activities"), df)
+    assert typed["records_processed"].iloc[0] == wide and typed["records_processed"].iloc[1] == 7
+    result = schema_gate("agent_activities", df, "raw_agent_activities")
+    assert _counts(result) == {"records_processed: coerce_dtype('int64')": 1}
+    assert {s["row"] for s in result.metadata["failure_sample"].data} == {2}
+
+
 def test_a_null_node_does_not_hide_a_path_that_ends_where_it_starts(generated):
     """Found by the property above: with a null start_node in one row, the Differ rule
     raised ('boolean value of NA is ambiguous') and the row where end == start was not

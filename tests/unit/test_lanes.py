@@ -102,12 +102,17 @@ def _lane_dirs(root: Path, preflight_passes: bool) -> None:
 
 
 def _drive(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    # The driver as a developer starts it: not with the arguments or the release list
+    # this suite was started with (`E2I_TEST_PYTEST_ARGS="-k redis"` would leave these
+    # lanes empty); one worker, since starting xdist nodes is most of the time here.
+    env = {k: v for k, v in os.environ.items() if k not in ("E2I_TEST_PYTEST_ARGS", "E2I_TEST_RAN")}
     return subprocess.run(
         [sys.executable, str(TESTS / "lanes.py"), "--tests-dir", str(root)]
         + ["--report", str(root / "report.json"), *extra, "preflight", "unit"],
         capture_output=True,
         text=True,
         timeout=120,
+        env={**env, "E2I_TEST_WORKERS": "1"},
     )
 
 

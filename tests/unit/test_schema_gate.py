@@ -548,3 +548,40 @@ def test_a_failure_case_without_a_row_is_sampled_with_row_none():
     assert [s["row"] for s in found["sample"]] == [None, 3]
     assert found["failing_rows"] == 1
     assert found["failure_counts"] == {"triggers: a_frame_check": 1, "priority: isin(['low'])": 1}
+
+
+def test_an_int_a_float_cannot_hold_exactly_is_named_and_one_it_can_passes(generated):
+    """Integers landed in a float column: 2**53 + 1 has no float (it would round), 2**60
+    has one; the exact comparison decides, not the float."""
+    df = generated.table("business_metrics").head(4).copy()
+    df["value"] = pd.Series([2**53 + 1, 2**60, 3, 4], dtype="int64")
+    result = schema_gate("business_metrics", df, "raw_business_metrics")
+    count, cases = _named(result, "value", "coerce_dtype('float64')")
+    assert count == 1 and set(cases) == {0}
+
+
+def test_the_int64_bounds_are_exact_at_both_ends(generated):
+    df = generated.table("hcp_profiles").head(4).copy().astype({"years_experience": object})
+    low, high = -(2**63), 2**63 - 1
+    df["years_experience"] = [str(low - 1), str(low), str(high), str(high + 1)]
+    result = schema_gate("hcp_profiles", df, "raw_hcp_profiles")
+    _, cases = _named(result, "years_experience", "coerce_dtype('int64')")
+    assert set(cases) == {0, 3}  # the two just outside; the bounds themselves are typed
+
+
+def test_a_missing_column_does_not_stop_the_others_being_typed(generated, tmp_path):
+    """A landing file without its first column: that column is reported, and every
+    other column is still typed (a CSV's text passes as before)."""
+    df = generated.table("treatment_events").head(20)
+    first = TABLES["treatment_events"].columns[0].name
+    landed = _land(tmp_path, "treatment_events", df.drop(columns=[first]), "csv")
+    result = schema_gate("treatment_events", landed, "raw_treatment_events")
+    assert result.passed is False
+    assert set(result.metadata["failure_counts"].data) == {f"{first}: missing column"}
+
+
+def test_nullable_booleans_without_a_null_are_booleans(generated):
+    df = generated.table("treatment_events").head(20).copy()
+    df["adverse_event_flag"] = df["adverse_event_flag"].astype("boolean")
+    result = schema_gate("treatment_events", df, "raw_treatment_events")
+    assert result.passed is True, result.description
