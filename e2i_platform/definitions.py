@@ -96,10 +96,11 @@ def build_definitions(settings: Settings):
         ],
         jobs=[main_job(settings.platform.executor.max_concurrent), refresh_job(), rollback_job],
         schedules=[
-            ingest_schedule(settings.platform.ingest_schedule),
+            ingest_schedule(settings.platform.ingest_schedule, settings.platform.schedules_running),
             *refresh_schedules(
                 settings.feast.incremental_interval_hours,
                 settings.feast.full_refresh_interval_hours,
+                settings.platform.schedules_running,
             ),
         ],
         sensors=[
@@ -126,6 +127,8 @@ def build_definitions(settings: Settings):
                 history_days=gen.history_days,
                 anchor_floor=gen.anchor_floor,
                 anchor=gen.anchor,
+                default_policy=settings.platform.sources.default,
+                table_policies=dict(settings.platform.sources.tables),
             ),
         },
         executor=dg.multiprocess_executor.configured(

@@ -247,6 +247,8 @@ def online_features(
     from e2i_platform.features.materialize import materialize_view
 
     settings = e2i_config.settings().feast
+    # Unreachable: fail (and retry: transient) before the registry's coverage clock moves.
+    feast.ping_online_store()
     store = feast.store()
     now = datetime.now(UTC)
     windows = plan_windows(

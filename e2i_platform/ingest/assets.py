@@ -20,9 +20,10 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
         io_manager_key="warehouse",
         description=(
             f"{spec.description} Raw rows of `{table}` exactly as they arrived: from "
-            f"`$E2I_HOME/landing/{table}.parquet|.csv` when present, otherwise from the "
-            "deterministic generator. Not yet typed or validated: the blocking `schema` "
-            "check (Pandera) gates everything downstream."
+            f"`$E2I_HOME/landing/{table}.parquet|.csv` or the deterministic generator, as "
+            "the table's source policy says (config/platform.yaml `sources`: `auto` takes "
+            "the landing file when present; production requires it). Not yet typed or "
+            "validated: the blocking `schema` check (Pandera) gates everything downstream."
         ),
     )
     def raw(context: dg.AssetExecutionContext, source: SourceResource) -> dg.Output:
@@ -37,6 +38,7 @@ def raw_table_asset(table: str) -> dg.AssetsDefinition:
             metadata={
                 "source": dg.MetadataValue.json(loaded.source),
                 "source_kind": dg.MetadataValue.text(loaded.source["kind"]),
+                "source_policy": dg.MetadataValue.text(loaded.source["policy"]),
                 # As it arrived: the contract's descriptions, not yet its guarantees.
                 **table_metadata(df, contract_docs(table, constraints=False)),
             },

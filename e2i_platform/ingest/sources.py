@@ -1,9 +1,12 @@
-"""Where raw tables come from: a landing file when present, else the generator.
+"""Where raw tables come from: a landing file or the generator, by each table's policy.
 
 `$E2I_HOME/landing/<table>.parquet` or `<table>.csv` is ingested as is (CSV as
 text, except booleans, which are parsed strictly so that "False" never becomes
-True). A missing landing file means the deterministic generator. Either way the
-caller gets the frame plus a description of the source for the asset metadata.
+True). The policy (config/platform.yaml `sources`) decides: `auto` reads the landing
+file when present, else the deterministic generator; `generator` always generates;
+`landing` needs the file, and its absence fails the raw table naming the path. Either
+way the caller gets the frame plus a description of the source (with the policy) for
+the asset metadata.
 """
 
 from __future__ import annotations
@@ -94,6 +97,12 @@ class SourceResource(dg.ConfigurableResource):
     history_days: int
     anchor_floor: str = "hour"
     anchor: str | None = None  # fixed ISO anchor (naive UTC); default: the run time
+    # SourceSettings: `landing`, `generator` or `auto`, by default and per table.
+    default_policy: str = "auto"
+    table_policies: dict[str, str] = {}
+
+    def policy(self, table: str) -> str:
+        return self.table_policies.get(table, self.default_policy)
 
     def generator_spec(self):
         from e2i_platform.ingest.spec import GeneratorSpec, floor_anchor
@@ -118,15 +127,38 @@ class SourceResource(dg.ConfigurableResource):
 
     def describe(self, table: str, spec=None) -> dict[str, Any]:
         """Where `load(table)` would read from, as recorded in the raw asset's `source`
-        metadata: the landing file's path and sha256, or the generator's spec."""
-        path = landing_file(Path(self.landing_dir), table)
+        metadata: the landing file's path and sha256, or the generator's spec; with the
+        policy that chose it. Under `landing` with no file: kind `missing` and the paths
+        looked for (`load` fails on it; the planner sees a changed source and runs it)."""
+        policy = self.policy(table)
+        landing = Path(self.landing_dir)
+        path = landing_file(landing, table) if policy != "generator" else None
         if path is not None:
-            return {"kind": "landing_file", "path": str(path), "sha256": sha256_file(path)}
-        return {"kind": "generator", **(spec or self.generator_spec()).description}
+            return {
+                "kind": "landing_file",
+                "path": str(path),
+                "sha256": sha256_file(path),
+                "policy": policy,
+            }
+        if policy == "landing":
+            expected = [str(landing / f"{table}.parquet"), str(landing / f"{table}.csv")]
+            return {"kind": "missing", "expected": expected, "policy": policy}
+        described = {"kind": "generator", **(spec or self.generator_spec()).description}
+        ignored = landing_file(landing, table) if policy == "generator" else None
+        if ignored is not None:  # visible, never silently
+            described["landing_file_ignored"] = str(ignored)
+        return {**described, "policy": policy}
 
     def load(self, table: str) -> LoadedTable:
         spec = self.generator_spec()  # once: the anchor must not move between two reads
         source = self.describe(table, spec)
+        if source["kind"] == "missing":
+            raise LandingFileError(
+                f"raw_{table}: source policy 'landing' needs a landing file for table "
+                f"{table!r} and there is none: expected {source['expected'][0]} or "
+                f"{source['expected'][1]} (nothing is generated under this policy; set "
+                f"sources.tables.{table} in config/platform.yaml to change it)"
+            )
         if source["kind"] == "landing_file":
             frame = read_landing(Path(source["path"]), table)
         else:
@@ -141,6 +173,8 @@ def source_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
     words a person can check (`before`, `now`: `SourceResource.describe` outputs)."""
     if not before or "kind" not in before:
         return "source changed (its last materialization did not record the source)"
+    if now["kind"] == "missing":
+        return f"landing file missing under the 'landing' policy: {now['expected'][0]}"
     if before["kind"] != now["kind"]:
         if now["kind"] == "landing_file":
             return f"landing file appeared: {now['path']} (sha {now['sha256'][:12]}…)"
@@ -160,15 +194,22 @@ def source_change(before: dict[str, Any] | None, now: dict[str, Any]) -> str:
     changes += [
         f"generator {field} {before.get(field)} -> {now[field]}"
         for field in sorted(now)
-        if field not in ("kind", "anchor") and before.get(field) != now[field]
+        if field not in ("kind", "anchor", *NOT_VERSIONED) and before.get(field) != now[field]
     ]
     return "; ".join(changes) or "generator changed"
+
+
+# Recorded with the source, but not what the data were made from.
+NOT_VERSIONED = ("policy", "landing_file_ignored")
 
 
 def _version(table: str, source: dict[str, Any]) -> str:
     if source["kind"] == "landing_file":
         return f"landing-{source['sha256'][:16]}"
-    return _generator_version(table, {k: v for k, v in source.items() if k != "kind"})
+    if source["kind"] == "missing":
+        return "missing"
+    described = {k: v for k, v in source.items() if k != "kind" and k not in NOT_VERSIONED}
+    return _generator_version(table, described)
 
 
 def _generator_version(table: str, description: dict) -> str:

@@ -25,6 +25,7 @@ from e2i_platform.lib import step_cost
 from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
 from e2i_platform.lib.instance_guard import refuse_throwaway_instance
 from e2i_platform.lib.signatures import with_context_and_config
+from e2i_platform.lib.transient import retry_transient
 from e2i_platform.lib.verdicts import (
     UNMANAGED,
     Expected,
@@ -177,6 +178,9 @@ def gated_automation_sensor() -> dg.AutomationConditionSensorDefinition:
         "gated_automation_sensor",
         target=dg.AssetSelection.all(),
         use_user_code_server=True,
+        # Off until turned on: the main job and schedules already materialize the graph,
+        # and automation on top would write the same assets at the same moment.
+        default_status=dg.DefaultSensorStatus.STOPPED,
         description="Declarative automation of every asset, with the gates' verdict rule.",
     )
 
@@ -202,7 +206,9 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
             )
             if flags["config"]:
                 kwargs["e2i_config"] = e2i_config
-            result = fn(context, **kwargs) if flags["context"] else fn(**kwargs)
+            retries = e2i_config.settings().platform.retries
+            with retry_transient(context, retries.max_retries, retries.first_wait_seconds):
+                result = fn(context, **kwargs) if flags["context"] else fn(**kwargs)
             if isinstance(result, dg.MaterializeResult):  # no IO manager will write it
                 context.add_output_metadata(step_cost.finish_step(context))
             return result

@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 
 import dagster as dg
 
+from e2i_platform.ops.jobs import schedule_status
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 
@@ -37,7 +38,9 @@ def _every(hours: int, minute: int) -> str:
     return f"{minute} */{hours} * * *"
 
 
-def refresh_schedules(incremental_hours: int, full_hours: int) -> list[dg.ScheduleDefinition]:
+def refresh_schedules(
+    incremental_hours: int, full_hours: int, running: bool
+) -> list[dg.ScheduleDefinition]:
     return [
         dg.ScheduleDefinition(
             name="feature_incremental_schedule",
@@ -45,6 +48,7 @@ def refresh_schedules(incremental_hours: int, full_hours: int) -> list[dg.Schedu
             cron_schedule=_every(incremental_hours, 5),
             execution_timezone="UTC",
             run_config=refresh_run_config("incremental"),
+            default_status=schedule_status(running),
             description=f"Incremental materialization every {incremental_hours} h.",
         ),
         dg.ScheduleDefinition(
@@ -53,6 +57,7 @@ def refresh_schedules(incremental_hours: int, full_hours: int) -> list[dg.Schedu
             cron_schedule=_every(full_hours, 35),
             execution_timezone="UTC",
             run_config=refresh_run_config("full"),
+            default_status=schedule_status(running),
             description=f"Full refresh of the online store every {full_hours} h.",
         ),
     ]

@@ -19,11 +19,17 @@ def main_job(max_concurrent: int) -> dg.UnresolvedAssetJobDefinition:
     )
 
 
-def ingest_schedule(cron: str) -> dg.ScheduleDefinition:
+def schedule_status(running: bool) -> dg.DefaultScheduleStatus:
+    """A schedule's status before anyone turns it on or off (platform.schedules_running)."""
+    return dg.DefaultScheduleStatus.RUNNING if running else dg.DefaultScheduleStatus.STOPPED
+
+
+def ingest_schedule(cron: str, running: bool) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="e2i_main_schedule",
         job_name=MAIN_JOB,
         cron_schedule=cron,
         execution_timezone="UTC",
+        default_status=schedule_status(running),
         description="Re-ingest and re-validate on a cadence; gates block as in any run.",
     )

@@ -139,6 +139,48 @@ class FeastResource(dg.ConfigurableResource):
         self.redis_connection()  # a clear failure when REDIS_URL is missing
         return redis.Redis.from_url(self.redis_url)
 
+    def ping_online_store(self) -> None:
+        """Raise unless the Redis online store answers now (SQLite: nothing to reach).
+
+        One ping with a short timeout and no retry of its own: a check judges the store as
+        it is, and a step's retries are the step's (lib.transient). A connection error is
+        raised as redis-py's (transient); refused credentials are a `dg.Failure` naming the
+        store (asking again will not help). Feast's own client, left to redis-py's
+        defaults, retries each read with back-off up to 10 s: four views took ~45 s to come
+        out unknown against a stopped Redis."""
+        if self.online_store != "redis":
+            return
+        import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
+
+        self.redis_connection()  # a clear failure when REDIS_URL is missing
+        client = redis.Redis.from_url(
+            self.redis_url, socket_connect_timeout=2, socket_timeout=2, retry=Retry(NoBackoff(), 0)
+        )
+        try:
+            client.ping()
+        except (redis.AuthenticationError, redis.exceptions.AuthorizationError) as exc:
+            raise dg.Failure(
+                f"feature store: the Redis online store at {self.describe()['redis']} refused "
+                f"the credentials in REDIS_URL: {type(exc).__name__}: {exc}"
+            ) from None
+        finally:
+            client.close()
+
+    def online_store_unreachable(self) -> str | None:
+        """Why the online store cannot be reached now (``"ConnectionError: ..."``), or None
+        when it answers (`ping_online_store`)."""
+        import redis
+
+        try:
+            self.ping_online_store()
+        except redis.RedisError as exc:
+            return f"{type(exc).__name__}: {exc}"
+        except dg.Failure as exc:
+            return exc.description
+        return None
+
     def describe(self) -> dict[str, str]:
         """Where things are, without secrets (for metadata)."""
         where = {

@@ -49,13 +49,47 @@ class FeatureStoreSettings(Strict):
     online_store: Literal["auto", "sqlite", "redis"] = "auto"
 
 
+SourcePolicy = Literal["landing", "generator", "auto"]
+
+
+class SourceSettings(Strict):
+    """Where each input table comes from: `landing` (its file in $E2I_HOME/landing/ must
+    exist), `generator` (always generated, a landing file is ignored), `auto` (the
+    landing file when there is one, else the generator)."""
+
+    default: SourcePolicy = "auto"
+    tables: dict[str, SourcePolicy] = {}
+
+    @model_validator(mode="after")
+    def _known_tables(self):
+        unknown = sorted(set(self.tables) - set(INPUT_TABLES))
+        if unknown:
+            raise ValueError(f"unknown input table(s) {unknown}; known: {list(INPUT_TABLES)}")
+        return self
+
+    def policy(self, table: str) -> str:
+        return self.tables.get(table, self.default)
+
+
+class RetrySettings(Strict):
+    """Retries of a transient failure (lib.transient) in steps that talk to a store."""
+
+    max_retries: int = Field(3, ge=0, le=10)
+    first_wait_seconds: float = Field(2.0, ge=0, le=300)
+
+
 class PlatformSettings(Strict):
     home: str
     executor: ExecutorSettings = ExecutorSettings()
     generator: GeneratorSettings
+    sources: SourceSettings = SourceSettings()
+    retries: RetrySettings = RetrySettings()
     instance: InstanceSettings = InstanceSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
     ingest_schedule: str = "0 5 * * *"
+    # Whether the three schedules start RUNNING when a daemon first sees them (the
+    # freshness sensor always does; the automation sensor never: see README).
+    schedules_running: bool = False
 
 
 # --- config/quality.yaml -------------------------------------------------------

@@ -228,6 +228,31 @@ def test_malformed_landing_file_fails_the_raw_asset_and_nothing_downstream(
     assert raw_file.read_bytes() == before  # the last good raw data stay
 
 
+def test_production_never_trains_on_invented_data(instance, e2i_home, monkeypatch):
+    """Under the `landing` policy (prod's default) a table with no landing file fails its
+    raw asset naming the file; nothing downstream runs and the last good data stay."""
+    from e2i_platform.settings import load_settings
+
+    defs = definitions(load_settings())
+    assert run(defs, instance, selection=table_selection("causal_paths")).success
+    raw_file = e2i_home / "warehouse" / "raw_causal_paths.parquet"
+    before = raw_file.read_bytes()
+
+    monkeypatch.setenv("E2I_SOURCE_POLICY", "landing")
+    result = run(definitions(load_settings()), instance, selection=table_selection("causal_paths"))
+    assert not result.success
+    failures = failed_steps(result)
+    assert set(failures) == {"raw_causal_paths"}
+    expected = e2i_home / "landing" / "causal_paths.parquet"
+    assert (
+        "source policy 'landing' needs a landing file for table 'causal_paths'"
+        in (failures["raw_causal_paths"])
+    )
+    assert f"expected {expected} or {expected.with_suffix('.csv')}" in failures["raw_causal_paths"]
+    assert materialized(result) == set()
+    assert raw_file.read_bytes() == before
+
+
 def test_landing_file_replaces_generator_and_is_recorded(settings, instance, generated, e2i_home):
     import hashlib
 
@@ -242,7 +267,9 @@ def test_landing_file_replaces_generator_and_is_recorded(settings, instance, gen
         "kind": "landing_file",
         "path": str(path),
         "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "policy": "auto",
     }
+    assert meta["source_policy"].value == "auto"
     assert meta["dagster/row_count"].value == 50
 
 

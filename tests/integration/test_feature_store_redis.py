@@ -10,6 +10,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import dagster as dg
 import pandas as pd
@@ -142,3 +143,34 @@ def test_stopped_redis_makes_freshness_unknown_and_blocking(
     with dg.build_sensor_context(instance=instance, resources=defs.resources) as context:
         tick = sensor.evaluate_tick(context)
     assert len(tick.run_requests) == 1
+
+    # Materializing against the stopped store fails (a transient failure, retried first)
+    # and leaves the registry's coverage clock where it was: nothing was written.
+    store = feast_resource(defs).store()
+    coverage = {v: store.get_feature_view(v).most_recent_end_time for v in views}
+    monkeypatch.setenv("E2I_MAX_RETRIES", "1")
+    monkeypatch.setenv("E2I_RETRY_WAIT_SECONDS", "0.1")
+    defs = definitions(load_settings())
+    refresh = run(defs, instance, selection=["online_features"])
+    assert not refresh.success
+    message = failed_steps(refresh)["online_features"]
+    assert "online_features: transient failure persisted after 2 attempts" in message, message
+    assert f"connecting to 127.0.0.1:{url.rsplit(':', 1)[1].split('/')[0]}" in message
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in refresh.all_events) == 1
+    store = feast_resource(defs).store()
+    assert {v: store.get_feature_view(v).most_recent_end_time for v in views} == coverage
+
+
+def test_refused_credentials_fail_at_once_naming_the_store(e2i_home, instance, monkeypatch):
+    url = os.environ.get("E2I_TEST_REDIS_URL", DEFAULT_REDIS)
+    parts = urlsplit(url)
+    monkeypatch.setenv("REDIS_URL", parts._replace(netloc=f"e2i:wrong@{parts.netloc}").geturl())
+    monkeypatch.setenv("E2I_ONLINE_STORE", "redis")
+    feast = feast_resource(definitions(load_settings()))
+    with pytest.raises(dg.Failure) as refused:
+        feast.ping_online_store()
+    where = f"{parts.hostname}:{parts.port or 6379}/{parts.path.lstrip('/') or 0}"
+    assert refused.value.description.startswith(
+        f"feature store: the Redis online store at {where} refused the credentials in REDIS_URL"
+    )
+    assert "wrong" not in refused.value.description  # the password is never shown

@@ -17,6 +17,9 @@ from support import definitions, evaluations, failed_steps, run, table_selection
 @pytest.fixture
 def prod_instance(e2i_home, psycopg2_url, monkeypatch, tmp_path):
     monkeypatch.setenv("E2I_ENV", "prod")
+    # Storage is what these tests are about: prod's `landing` source policy (tested in
+    # test_gate_chain) would refuse the generated tables they run on.
+    monkeypatch.setenv("E2I_SOURCE_POLICY", "auto")
     monkeypatch.setenv("DAGSTER_PG_URL", psycopg2_url)
     settings = load_settings()
     assert settings.platform.instance.storage == "postgres"

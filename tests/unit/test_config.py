@@ -137,3 +137,24 @@ def test_the_default_homes_feast_paths_are_the_committed_yamls(tmp_path):
     other = ours.model_copy(update={"home": str(tmp_path / "h")}).repo_config()
     db = (other.repo_path / other.online_store.path).resolve()
     assert db == (tmp_path / "h" / "feast" / "online_store.db").resolve()
+
+
+def test_sources_default_to_auto_locally_and_to_landing_in_prod(e2i_home, monkeypatch):
+    local = load_settings().platform.sources
+    assert (local.default, local.policy("triggers")) == ("auto", "auto")
+    monkeypatch.setenv("E2I_ENV", "prod")
+    prod = load_settings().platform.sources
+    assert (prod.default, prod.policy("patient_journeys")) == ("landing", "landing")
+
+
+def test_a_source_policy_for_an_unknown_table_or_kind_is_named(config_copy, e2i_home):
+    _edit(config_copy / "platform.yaml", lambda d: d["sources"].update(tables={"trigers": "auto"}))
+    with pytest.raises(
+        ConfigError, match=r"platform\.yaml: sources: .*unknown input table.*trigers"
+    ):
+        load_settings()
+    _edit(config_copy / "platform.yaml", lambda d: d["sources"].update(tables={"triggers": "file"}))
+    with pytest.raises(
+        ConfigError, match=r"platform\.yaml: sources\.tables\.triggers: Input should be"
+    ):
+        load_settings()

@@ -112,3 +112,52 @@ def test_the_version_and_the_loaded_table_agree_with_the_description(tmp_path, g
     assert landed.source == source.describe("triggers")
     assert landed.version == f"landing-{landed.source['sha256'][:16]}"
     assert len(landed.frame) == 10
+
+
+def test_the_landing_policy_fails_a_missing_file_naming_it(tmp_path, generated):
+    from e2i_platform.ingest.sources import source_change
+
+    source = _source(tmp_path, default_policy="landing")
+    generated_before = _source(tmp_path).describe("triggers")
+    missing = source.describe("triggers")
+    landing = tmp_path / "landing"
+    assert missing == {
+        "kind": "missing",
+        "expected": [str(landing / "triggers.parquet"), str(landing / "triggers.csv")],
+        "policy": "landing",
+    }
+    assert source.source_version("triggers") == "missing"  # never a generator version
+    assert source_change(generated_before, missing) == (
+        f"landing file missing under the 'landing' policy: {landing / 'triggers.parquet'}"
+    )
+    with pytest.raises(LandingFileError) as refused:
+        source.load("triggers")
+    message = str(refused.value)
+    assert message.startswith("raw_triggers: source policy 'landing' needs a landing file")
+    assert f"{landing / 'triggers.parquet'} or {landing / 'triggers.csv'}" in message
+    assert "sources.tables.triggers" in message
+
+    write_landing(tmp_path, "triggers", generated.table("triggers").head(7))
+    landed = source.load("triggers")
+    assert landed.source["kind"] == "landing_file" and landed.source["policy"] == "landing"
+    assert len(landed.frame) == 7
+
+
+def test_the_generator_policy_ignores_a_landing_file_and_says_so(tmp_path, generated):
+    auto = _source(tmp_path)
+    generated_version = auto.source_version("triggers")
+    path = write_landing(tmp_path, "triggers", generated.table("triggers").head(7))
+    write_landing(tmp_path, "causal_paths", generated.table("causal_paths").head(3))
+    source = _source(tmp_path, table_policies={"triggers": "generator"})
+
+    ignored = source.describe("triggers")
+    assert ignored["kind"] == "generator" and ignored["policy"] == "generator"
+    assert ignored["landing_file_ignored"] == str(path)
+    # The policy and the ignored file are recorded, not versioned: the data are the
+    # generator's, as before the file landed.
+    assert source.source_version("triggers") == generated_version
+    assert len(source.load("triggers").frame) == len(generated.table("triggers"))
+    # The other tables keep the default policy (auto): their landing file is read.
+    other = source.load("causal_paths")
+    assert other.source["kind"] == "landing_file" and other.source["policy"] == "auto"
+    assert len(other.frame) == 3
