@@ -60,6 +60,8 @@ def test_what_is_transient(tmp_path):
     assert transient_cause(dg.Failure("raw_triggers: 3 of 9 rows fail")) is None
     assert transient_cause(redis.AuthenticationError("invalid username-password pair")) is None
     assert transient_cause(sqlite3.OperationalError("no such table: t")) is None
+    # A message decides only for its own class: the same words elsewhere are not a lock.
+    assert transient_cause(ValueError("database is locked")) is None
     assert transient_cause(ValueError("bad value")) is None
     assert [wait_seconds(n, 2.0) for n in (1, 2, 3)] == [2.0, 4.0, 8.0]
 
