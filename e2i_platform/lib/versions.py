@@ -89,7 +89,13 @@ def judged_config(settings, check_key) -> object:
     this does not know has no version, and its verdict never holds."""
     name, asset = check_key.name, check_key.asset_key.to_user_string()
     if name == "schema":
-        return {"future_tolerance_minutes": settings.quality.future_tolerance_minutes}
+        # Which source the raw table may come from is part of what passed: a pass on
+        # generated rows does not hold once the table must come from a landing file.
+        table = asset.removeprefix("raw_")
+        return {
+            "future_tolerance_minutes": settings.quality.future_tolerance_minutes,
+            "source_policy": settings.platform.sources.policy(table),
+        }
     if name == "expectations":
         return settings.quality.tables[asset].model_dump(mode="json")
     if name == "references_resolve":

@@ -230,7 +230,9 @@ def test_malformed_landing_file_fails_the_raw_asset_and_nothing_downstream(
 
 def test_production_never_trains_on_invented_data(instance, e2i_home, monkeypatch):
     """Under the `landing` policy (prod's default) a table with no landing file fails its
-    raw asset naming the file; nothing downstream runs and the last good data stay."""
+    raw asset naming the file; nothing downstream runs and the last good data stay; and
+    the schema verdict on the earlier generated rows no longer holds once the policy
+    changes."""
     from e2i_platform.settings import load_settings
 
     defs = definitions(load_settings())
@@ -239,7 +241,16 @@ def test_production_never_trains_on_invented_data(instance, e2i_home, monkeypatc
     before = raw_file.read_bytes()
 
     monkeypatch.setenv("E2I_SOURCE_POLICY", "landing")
-    result = run(definitions(load_settings()), instance, selection=table_selection("causal_paths"))
+    landing_only = definitions(load_settings())
+    # The schema gate passed generated rows under `auto`: that pass does not hold under
+    # `landing`, so nothing downstream may read the generated table any more.
+    refused = run(landing_only, instance, selection=["causal_paths"])
+    assert not refused.success
+    assert (
+        "gate schema on raw_causal_paths: it was judged under configuration"
+        in (failed_steps(refused)["causal_paths"])
+    )
+    result = run(landing_only, instance, selection=table_selection("causal_paths"))
     assert not result.success
     failures = failed_steps(result)
     assert set(failures) == {"raw_causal_paths"}
