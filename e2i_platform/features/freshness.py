@@ -118,12 +118,13 @@ def view_freshness(
         return ViewFreshness(view, "unknown", f"no offline data at {path}", **limits, **measured)
 
     sample = sample_entities(offline, view, sample_size)
-    try:
-        if online_unreachable:  # probed once for all views (FeastResource)
-            raise ConnectionError(online_unreachable)
-        stored = online_timestamps(store, view, sample)
-    except Exception as exc:  # the online store cannot be reached or read
-        why = online_unreachable or f"{type(exc).__name__}: {exc}"
+    why = online_unreachable  # probed once for all views (FeastResource)
+    if why is None:
+        try:
+            stored = online_timestamps(store, view, sample)
+        except Exception as exc:  # the online store cannot be read
+            why = f"{type(exc).__name__}: {exc}"
+    if why is not None:
         return ViewFreshness(
             view, "unknown", f"online store: {why}", **limits, **measured, sampled=len(sample)
         )

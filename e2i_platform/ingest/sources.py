@@ -37,10 +37,13 @@ class LoadedTable:
     version: str  # the raw asset's data version: what the frame was made from
 
 
+def landing_candidates(landing_dir: Path, table: str) -> tuple[Path, Path]:
+    """Where a table's landing file may be."""
+    return landing_dir / f"{table}.parquet", landing_dir / f"{table}.csv"
+
+
 def landing_file(landing_dir: Path, table: str) -> Path | None:
-    candidates = [
-        p for p in (landing_dir / f"{table}.parquet", landing_dir / f"{table}.csv") if p.exists()
-    ]
+    candidates = [p for p in landing_candidates(landing_dir, table) if p.exists()]
     if len(candidates) > 1:
         raise LandingFileError(
             f"landing: both {candidates[0]} and {candidates[1]} exist for table {table!r}; "
@@ -132,8 +135,8 @@ class SourceResource(dg.ConfigurableResource):
         looked for (`load` fails on it; the planner sees a changed source and runs it)."""
         policy = self.policy(table)
         landing = Path(self.landing_dir)
-        path = landing_file(landing, table) if policy != "generator" else None
-        if path is not None:
+        path = landing_file(landing, table)
+        if path is not None and policy != "generator":
             return {
                 "kind": "landing_file",
                 "path": str(path),
@@ -141,12 +144,11 @@ class SourceResource(dg.ConfigurableResource):
                 "policy": policy,
             }
         if policy == "landing":
-            expected = [str(landing / f"{table}.parquet"), str(landing / f"{table}.csv")]
+            expected = [str(p) for p in landing_candidates(landing, table)]
             return {"kind": "missing", "expected": expected, "policy": policy}
         described = {"kind": "generator", **(spec or self.generator_spec()).description}
-        ignored = landing_file(landing, table) if policy == "generator" else None
-        if ignored is not None:  # visible, never silently
-            described["landing_file_ignored"] = str(ignored)
+        if path is not None:  # the generator policy ignores it: visibly, never silently
+            described["landing_file_ignored"] = str(path)
         return {**described, "policy": policy}
 
     def load(self, table: str) -> LoadedTable:

@@ -200,13 +200,14 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
 
         def guarded(context: dg.AssetExecutionContext, e2i_config: ConfigResource, **kwargs):
             step_cost.start_step(context)
-            verdicts = require_upstream_gates(context, e2i_config.settings())
+            settings = e2i_config.settings()  # reads and validates config/: once per step
+            verdicts = require_upstream_gates(context, settings)
             context.add_output_metadata(
                 {"upstream_gates": dg.MetadataValue.json({v.label: v.reason for v in verdicts})}
             )
             if flags["config"]:
                 kwargs["e2i_config"] = e2i_config
-            retries = e2i_config.settings().platform.retries
+            retries = settings.platform.retries
             with retry_transient(context, retries.max_retries, retries.first_wait_seconds):
                 result = fn(context, **kwargs) if flags["context"] else fn(**kwargs)
             if isinstance(result, dg.MaterializeResult):  # no IO manager will write it

@@ -97,7 +97,7 @@ def retry_transient(context, max_retries: int, first_wait_seconds: float) -> Ite
     asset = context.asset_key.to_user_string() if context.has_assets_def else context.op.name
     try:
         yield
-    except (dg.RetryRequested, dg.Failure):
+    except dg.RetryRequested:
         raise
     except Exception as exc:
         cause = transient_cause(exc)

@@ -139,12 +139,18 @@ def test_the_default_homes_feast_paths_are_the_committed_yamls(tmp_path):
     assert db == (tmp_path / "h" / "feast" / "online_store.db").resolve()
 
 
-def test_sources_default_to_auto_locally_and_to_landing_in_prod(e2i_home, monkeypatch):
-    local = load_settings().platform.sources
-    assert (local.default, local.policy("triggers")) == ("auto", "auto")
+def test_sources_default_to_auto_locally_and_to_landing_in_prod(e2i_home, monkeypatch, config_copy):
+    from e2i_platform.definitions import build_definitions
+
+    def policies() -> dict[str, str]:
+        source = build_definitions(load_settings()).resources["source"]
+        return {t: source.policy(t) for t in ("triggers", "patient_journeys")}
+
+    assert policies() == {"triggers": "auto", "patient_journeys": "auto"}
     monkeypatch.setenv("E2I_ENV", "prod")
-    prod = load_settings().platform.sources
-    assert (prod.default, prod.policy("patient_journeys")) == ("landing", "landing")
+    assert policies() == {"triggers": "landing", "patient_journeys": "landing"}
+    _edit(config_copy / "platform.yaml", lambda d: d["sources"].update(tables={"triggers": "auto"}))
+    assert policies() == {"triggers": "auto", "patient_journeys": "landing"}
 
 
 def test_a_source_policy_for_an_unknown_table_or_kind_is_named(config_copy, e2i_home):
