@@ -96,6 +96,34 @@ def test_a_changed_threshold_voids_the_verdict(settings, instance, e2i_home, con
     assert not _decisions(defs, instance, tightened)["raw_patient_journeys"].run
 
 
+def test_a_retry_judges_the_gates_again(instance, e2i_home, config_copy, monkeypatch):
+    """A step retried after a transient failure does not reuse its first attempt's
+    verdicts: a threshold tightened between the attempts refuses the retry."""
+    monkeypatch.setenv("E2I_RETRY_WAIT_SECONDS", "0.05")
+    attempts: list[int] = []
+
+    @gated_asset(name="retried_consumer", deps=["patient_journeys"], group_name="test")
+    def retried_consumer(context) -> int:
+        """Fails once as if its store were away; meanwhile a threshold is tightened."""
+        attempts.append(context.retry_number)
+        edit_yaml(
+            config_copy,
+            "quality",
+            ("tables", "patient_journeys", "distributions", "engagement_score", "mean", "min"),
+            3.5,
+        )
+        raise ConnectionRefusedError("store away")
+
+    defs = definitions(load_settings(), [retried_consumer])
+    assert run(defs, instance, selection=table_selection("patient_journeys")).success
+    result = run(defs, instance, selection=["retried_consumer"])
+    assert not result.success and attempts == [0]  # the retry never reached the body
+    assert sum(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events) == 1
+    message = _refusal(result)
+    assert "retried_consumer refused to run" in message
+    assert "gate expectations on patient_journeys: it was judged under configuration" in message
+
+
 def test_a_rejected_value_is_never_published(settings, instance, generated, e2i_home):
     defs = definitions(settings, [journey_consumer])
     assert run(defs, instance, selection=table_selection("patient_journeys")).success
