@@ -46,6 +46,7 @@ def build_definitions(settings: Settings):
     from e2i_platform.lib.gates import gated_automation_sensor
     from e2i_platform.lib.ownership import with_ownership
     from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
+    from e2i_platform.ops.alert_sensor import alert_sensor
     from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
     from e2i_platform.ops.jobs import ingest_schedule, main_job
     from e2i_platform.ops.rollback import rollback_job
@@ -55,6 +56,7 @@ def build_definitions(settings: Settings):
     from e2i_platform.quality.checks import quality_checks
     from e2i_platform.resources import ConfigResource, WarehouseIOManager
     from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.resources.notifier import NotifierResource
     from e2i_platform.resources.storage import RecordIOManager
     from e2i_platform.training.assets import training_assets
     from e2i_platform.training.checks import no_leakage
@@ -106,12 +108,14 @@ def build_definitions(settings: Settings):
         sensors=[
             freshness_sensor(settings.feast.sensor_interval_seconds),
             gated_automation_sensor(),
+            alert_sensor(settings.alerts.sensor_interval_seconds),
         ],
         resources={
             "warehouse": WarehouseIOManager(home=home, e2i_config=config),
             "records": RecordIOManager(home=home, e2i_config=config),
             "mlflow": mlflow_resource(settings),
             "e2i_config": config,
+            "notifier": NotifierResource(e2i_config=config),
             "feast": FeastResource(
                 home=home,
                 project=settings.platform.feature_store.project,

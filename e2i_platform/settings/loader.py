@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from e2i_platform.settings.alert_models import AlertSettings
 from e2i_platform.settings.models import (
     CONFIG_FILES,
     FeastMaterializationSettings,
@@ -171,6 +172,7 @@ class Settings:
     optuna: OptunaSettings
     mlflow: MlflowSettings
     promotion: PromotionSettings
+    alerts: AlertSettings
 
     @property
     def home(self) -> Path:
@@ -203,4 +205,5 @@ def load_settings(directory: Path | None = None, env: str | None = None) -> Sett
         optuna=load("optuna_config", directory, env),  # type: ignore[arg-type]
         mlflow=load("mlflow", directory, env),  # type: ignore[arg-type]
         promotion=load("promotion", directory, env),  # type: ignore[arg-type]
+        alerts=load("alerts", directory, env),  # type: ignore[arg-type]
     )

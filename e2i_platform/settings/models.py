@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e2i_platform.contract import INPUT_TABLES, TABLES
+from e2i_platform.settings.alert_models import AlertSettings
 
 Severity = Literal["critical", "warning"]
 Fraction = Field(ge=0.0, le=1.0)
@@ -355,4 +356,5 @@ CONFIG_FILES: dict[str, type[Strict]] = {
     "optuna_config": OptunaSettings,
     "mlflow": MlflowSettings,
     "promotion": PromotionSettings,
+    "alerts": AlertSettings,
 }

@@ -41,7 +41,11 @@ def test_the_default_statuses_are_decided_and_documented(e2i_home, monkeypatch, 
         "feature_full_refresh_schedule",
     }
     expected = {name: "RUNNING" if env == "prod" else "STOPPED" for name in schedules}
-    expected |= {"feature_freshness_sensor": "RUNNING", "gated_automation_sensor": "STOPPED"}
+    expected |= {
+        "feature_freshness_sensor": "RUNNING",
+        "alert_sensor": "RUNNING",
+        "gated_automation_sensor": "STOPPED",
+    }
     assert seen == expected
     assert _readme_defaults(column) == seen
 
