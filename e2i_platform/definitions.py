@@ -47,7 +47,8 @@ def build_definitions(settings: Settings):
     from e2i_platform.lib.ownership import with_ownership
     from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
     from e2i_platform.ops.alert_sensor import alert_sensor
-    from e2i_platform.ops.feature_refresh import freshness_sensor, refresh_job, refresh_schedules
+    from e2i_platform.ops.feature_refresh import refresh_job, refresh_schedules
+    from e2i_platform.ops.freshness_sensor import freshness_sensor
     from e2i_platform.ops.jobs import ingest_schedule, main_job
     from e2i_platform.ops.rollback import rollback_job
     from e2i_platform.promotion.assets import promotion_assets

@@ -203,10 +203,17 @@ def _utc(text: str, field: str) -> datetime:
 
 
 def plan_windows(
-    config: MaterializationConfig, store, offline_dir, now: datetime, skew: timedelta
-) -> dict:
+    config: MaterializationConfig, store, offline_dir, now: datetime, settings
+) -> tuple[dict, dict[str, str]]:
+    """The window per view, and why a view's incremental window was widened to all of
+    its offline data (a store that lost what it held: a restarted Redis, a deleted
+    SQLite file) -- decided from what the store actually holds, on a sample of the
+    newest snapshot, since the registry's coverage clock does not know."""
+    from e2i_platform.features.freshness import missing_online
     from e2i_platform.features.materialize import MODES, Window
     from e2i_platform.features.offline import earliest_event
+
+    skew = timedelta(minutes=settings.max_clock_skew_minutes)
 
     if config.mode not in MODES:
         raise dg.Failure(f"online_features: mode {config.mode!r} is not one of {MODES}")
@@ -221,16 +228,23 @@ def plan_windows(
             )
         if start >= end:
             raise dg.Failure(f"online_features: window start {start} is not before end {end}")
-        return {view: Window(start, end) for view in VIEWS}
-    windows = {}
+        return {view: Window(start, end) for view in VIEWS}, {}
+    windows, refills = {}, {}
     for view in VIEWS:
         start = earliest_event(offline_dir, view) or now
-        if config.mode == "incremental":
-            last = store.get_feature_view(view).most_recent_end_time
-            if last is not None:
+        last = store.get_feature_view(view).most_recent_end_time
+        if config.mode == "incremental" and last is not None:
+            sampled, missing = missing_online(store, offline_dir, view, settings.sample_size)
+            tolerated = settings.limits(view).max_missing_share
+            if sampled and missing / sampled > tolerated:
+                refills[view] = (
+                    f"{missing} of {sampled} sampled entities of the newest snapshot missing "
+                    f"online (> {tolerated:.1%} tolerated): refilled from the first event"
+                )
+            else:
                 start = last if last.tzinfo else last.replace(tzinfo=UTC)
         windows[view] = Window(min(start, now), now)
-    return windows
+    return windows, refills
 
 
 @gated_asset(group_name="features", kinds={"feast"}, deps=["feature_registry"])
@@ -242,8 +256,10 @@ def online_features(
 ) -> dg.MaterializeResult:
     """Feature values in the online store (SQLite by default, Redis with REDIS_URL or in
     prod), written from the offline tables over explicit, recorded windows. Never replaces
-    a newer online value with an older one. Gated by `freshness`, measured on the registry,
-    the offline source and the values actually served."""
+    a newer online value with an older one. An unreachable store fails the step before
+    anything is written or the coverage clock moves; an incremental run on a store that
+    lost its data refills the views it lost (metadata `refilled`). Gated by `freshness`,
+    measured on the registry, the offline source and the values actually served."""
     from e2i_platform.features.materialize import materialize_view
 
     settings = e2i_config.settings().feast
@@ -251,9 +267,9 @@ def online_features(
     feast.ping_online_store()
     store = feast.store()
     now = datetime.now(UTC)
-    windows = plan_windows(
-        config, store, feast.offline_dir, now, timedelta(minutes=settings.max_clock_skew_minutes)
-    )
+    windows, refills = plan_windows(config, store, feast.offline_dir, now, settings)
+    for view, why in refills.items():
+        context.log.warning(f"{view}: {why}")
     redis_client = feast.redis_client()
     results = [
         materialize_view(store, view, window, redis_client) for view, window in windows.items()
@@ -266,6 +282,8 @@ def online_features(
     return dg.MaterializeResult(
         metadata={
             "mode": dg.MetadataValue.text(config.mode),
+            # Views whose incremental window became a refill (the store had lost them).
+            "refilled": dg.MetadataValue.json(refills),
             "windows": dg.MetadataValue.json(
                 {r.view: {"start": r.start, "end": r.end} for r in results}
             ),

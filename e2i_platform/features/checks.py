@@ -58,13 +58,19 @@ def freshness_gate(results: list, now: datetime) -> dg.AssetCheckResult:
         f"all {len(results)} feature views fresh"
         if not bad
         else f"feature freshness {status}: "
-        + "; ".join(f"{r.view} {r.status} ({r.reason})" for r in bad)
+        + "; ".join(
+            f"{r.view} {r.status}{f' [{r.kind}]' if r.kind else ''} ({r.reason})" for r in bad
+        )
     )
     extra: dict = {
         "status": status,
         "views": {r.view: r.as_dict() for r in results},
         "evaluated_at": now.isoformat(timespec="seconds"),
     }
+    kinds = sorted({r.kind for r in bad if r.kind})
+    if kinds:
+        # serving / store: a refresh helps; source: only new offline data do (a new ingest).
+        extra["stale_kind"] = ",".join(kinds)
     until = fresh_until(results, now)
     if until is not None:
         extra["dagster/fresh_until_timestamp"] = dg.MetadataValue.timestamp(until)

@@ -23,6 +23,8 @@ from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 HOUR = pd.Timedelta(hours=1)
 # Worst last: a set of views is as fresh as its worst.
 RANK = {s: i for i, s in enumerate(("fresh", "warning", "stale", "unknown"))}
+# Reasons of an unknown view that say the store or the registry could not be read.
+STORE_REASONS = ("online store:", "registry:", "feature store:")
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,27 @@ class ViewFreshness:
     sampled: int = 0
     missing: int = 0
 
+    @property
+    def kind(self) -> str | None:
+        """What a stale or unknown view needs (None when fresh or warning):
+
+        - ``source``: the offline data themselves are older than the limit (or absent); a
+          refresh of the online store cannot help, a new ingest can;
+        - ``store``: the online store or the registry cannot be read; a refresh helps once
+          it answers again (and fails until then);
+        - ``serving``: the offline data are fresh but what is served is not (old window,
+          values missing online, never materialized): a refresh helps.
+        """
+        if self.status not in ("stale", "unknown"):
+            return None
+        if self.source_age_hours is None or self.source_age_hours > self.max_age_hours:
+            return "source"
+        if self.reason.startswith(STORE_REASONS):
+            return "store"
+        return "serving"
+
     def as_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "kind": self.kind}
 
 
 def _hours(delta: pd.Timedelta) -> float:
@@ -79,6 +100,18 @@ def sample_entities(newest: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
     if len(entities) > size:
         entities = entities.sample(n=size, random_state=0)
     return entities.reset_index(drop=True)
+
+
+def missing_online(store, offline_dir, view: str, sample_size: int) -> tuple[int, int]:
+    """(sampled, missing): how many entities of a sample of the newest offline snapshot
+    the online store does not hold. Raises when the store cannot be read."""
+    path = offline_dir / f"{view}.parquet"
+    if not path.exists():
+        return 0, 0
+    sample = sample_entities(newest_snapshot(path, view), view, sample_size)
+    if sample.empty:
+        return 0, 0
+    return len(sample), int(online_timestamps(store, view, sample).isna().sum())
 
 
 def view_freshness(

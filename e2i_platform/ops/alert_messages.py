@@ -62,7 +62,8 @@ def evidence_lines(metadata: dict) -> list[str]:
         lines.append(f"observed {name} {_number(observed)}{against}")
     for view, data in (meta.get("views") or {}).items():
         if isinstance(data, dict) and data.get("status") not in (None, "fresh"):
-            lines.append(f"view {view} {data['status']}: {data.get('reason', '')}")
+            kind = f" [{data['kind']}]" if data.get("kind") else ""
+            lines.append(f"view {view} {data['status']}{kind}: {data.get('reason', '')}")
     if meta.get("stale_kind"):
         lines.append(f"stale kind: {meta['stale_kind']}")
     return lines
@@ -83,6 +84,8 @@ def check_alert(
     """An alert about the evaluation of one check (`AssetCheckEvaluation`)."""
     asset = key.asset_key.to_user_string()
     kind = "freshness" if key.name == "freshness" else "gate"
+    if state != "recovered" and _value(evaluation.metadata.get("escalated", False)):
+        kind = "escalation"  # the freshness sensor's refreshes did not heal it
     severity = "WARN" if evaluation.severity == dg.AssetCheckSeverity.WARN else "ERROR"
     if state == "recovered":
         what = f"{key.name} on {asset} passes again: {evaluation.description or 'passed'}"

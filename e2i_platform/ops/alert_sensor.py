@@ -48,9 +48,10 @@ def failure_identity(evaluation, target: str) -> str:
     sensor's stale kind and escalation."""
     meta = evaluation.metadata
     parts = [target, evaluation.severity.value]
-    for name in ("stale_kind", "escalated"):
-        if name in meta:
-            parts.append(f"{name}={meta[name].value}")
+    if "stale_kind" in meta:
+        parts.append(f"stale_kind={meta['stale_kind'].value}")
+    if "escalated" in meta and meta["escalated"].value:  # a run's check never escalates
+        parts.append("escalated")
     return "|".join(parts)
 
 
@@ -140,7 +141,9 @@ class Tick:
     def read_runs(self) -> None:
         base = self.settings.ui_base_url
         horizon = self.now - self.settings.first_start_lookback_minutes * 60
-        first = "run_failures" not in self.state
+        # The cursor is absent until a failure is read: remember that alerting started.
+        first = not self.state.get("runs_seen")
+        self.state["runs_seen"] = True
         result = self.instance.fetch_run_status_changes(
             dg.DagsterEventType.RUN_FAILURE,
             limit=RUN_BATCH,

@@ -202,6 +202,16 @@ class FreshnessLimits(Strict):
         return self
 
 
+class RefreshAttempts(Strict):
+    """How the freshness sensor heals a view a refresh can help: up to `attempts`
+    refreshes for one stale state, waiting `first_wait_minutes` after the first that did
+    not heal it and twice as long after each next; then it escalates (an alert) and stops
+    refreshing until the state changes."""
+
+    attempts: int = Field(3, ge=1, le=20)
+    first_wait_minutes: float = Field(5, ge=0, le=24 * 60)
+
+
 class FeastMaterializationSettings(Strict):
     freshness: FreshnessLimits = FreshnessLimits(max_age_hours=2, warning_hours=1)
     views: dict[str, FreshnessLimits] = {}
@@ -211,6 +221,7 @@ class FeastMaterializationSettings(Strict):
     full_refresh_interval_hours: int = Field(24, ge=1, le=24 * 7)
     sensor_interval_seconds: int = Field(300, ge=30)
     max_clock_skew_minutes: float = Field(5, ge=0)
+    refresh: RefreshAttempts = RefreshAttempts()
 
     @model_validator(mode="after")
     def _known_views(self):

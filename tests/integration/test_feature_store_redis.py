@@ -5,9 +5,6 @@ Each test uses its own Feast project, so its keys (serialized entity key + proje
 are its own; it deletes exactly those keys afterwards and flushes nothing."""
 
 import os
-import shutil
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit
@@ -21,7 +18,6 @@ from e2i_platform.features.materialize import online_timestamps
 from e2i_platform.features.offline import read_offline
 from e2i_platform.settings import load_settings
 
-from services import free_port
 from support import (
     FEATURE_CHAIN,
     anchor_hours_ago,
@@ -96,42 +92,16 @@ def test_redis_materialization_freshness_and_backfill_guard(
     )
 
 
-@pytest.fixture
-def private_redis() -> Iterator[tuple[str, subprocess.Popen]]:
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    port = free_port()
-    proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    for _ in range(100):
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        raise RuntimeError(f"private redis-server did not start on port {port}")
-    yield url, proc
-    proc.kill()
-    proc.wait()
-
-
 def test_stopped_redis_makes_freshness_unknown_and_blocking(
     e2i_home, instance, monkeypatch, private_redis
 ):
-    url, proc = private_redis
+    url = private_redis.url
     monkeypatch.setenv("REDIS_URL", url)
     anchor_hours_ago(monkeypatch, 0.5)
     defs = definitions(load_settings())
     assert run(defs, instance, selection=FEATURE_CHAIN).success
 
-    proc.terminate()
-    proc.wait(timeout=10)
+    private_redis.stop()
     result = run(defs, instance, selection=dg.AssetSelection.checks_for_assets("online_features"))
     check = evaluations(result)["online_features.freshness"]
     assert check.passed is False and check.severity == dg.AssetCheckSeverity.ERROR

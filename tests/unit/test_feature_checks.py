@@ -91,10 +91,47 @@ def test_a_stale_or_unknown_view_is_an_error(worst):
     assert gate.passed is False
     assert gate.severity == dg.AssetCheckSeverity.ERROR
     assert _meta(gate, "status") == worst
+    # c has no measured source age (the helper leaves it out): source-stale.
     assert gate.description == (
-        f"feature freshness {worst}: a warning (a is warning); c {worst} (c is {worst})"
+        f"feature freshness {worst}: a warning (a is warning); c {worst} [source] (c is {worst})"
     )
     assert _meta(gate, "failure_counts") == {"a: warning": 1, f"c: {worst}": 1}
+    assert _meta(gate, "stale_kind") == "source"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "source_age", "kind"),
+    [
+        ("fresh", "ok", 0.5, None),
+        ("warning", "oldest clock 1.5 h", 0.5, None),
+        ("stale", "oldest clock 3 h", 3.0, "source"),  # the offline data are old
+        ("stale", "oldest clock 3 h", 0.5, "serving"),  # new offline data not served
+        ("stale", "5 of 10 sampled entities missing online", 0.5, "serving"),
+        ("unknown", "never materialized", 0.5, "serving"),
+        ("unknown", "no sampled entity is in the online store", 0.5, "serving"),
+        ("unknown", "online store: ConnectionError: refused", 0.5, "store"),
+        ("unknown", "registry: OSError: unreadable", 0.5, "store"),
+        ("unknown", "feature store: Failure: REDIS_URL is not set", 0.5, "store"),
+        ("unknown", "online store: ConnectionError: refused", 2.5, "source"),
+        ("unknown", "no offline data at x", None, "source"),
+    ],
+)
+def test_what_a_stale_view_needs_is_told_by_its_kind(status, reason, source_age, kind):
+    view = _view("v", status, reason=reason, source_age_hours=source_age)
+    assert view.kind == kind
+    assert view.as_dict()["kind"] == kind
+
+
+def test_the_gate_names_every_kind_it_found():
+    results = [
+        _view("a", "stale", source_age_hours=3.0),
+        _view("b", "unknown", reason="online store: ConnectionError", source_age_hours=0.2),
+        _view("c", "fresh", source_age_hours=0.2),
+    ]
+    gate = freshness_gate(results, NOW)
+    assert _meta(gate, "stale_kind") == "source,store"
+    assert "a stale [source]" in gate.description and "b unknown [store]" in gate.description
+    assert "stale_kind" not in freshness_gate([results[2]], NOW).metadata
 
 
 def test_an_unknown_view_leaves_no_expiry():
