@@ -159,9 +159,12 @@ def run_alert(instance, run, failure_message: str, state: str, since: float, now
     verb = "was refused" if refused and len(refused) == len(failures) else "failed"
     evidence = [f"launched by {launched_by(run.tags)}"]
     for step, message, closed in failures[:TOP_RULES]:
-        first = message.strip().splitlines()[0] if message.strip() else message
+        lines = message.strip().splitlines() or [message]
         gates = f" (closed gates: {', '.join(closed)})" if closed else ""
-        evidence.append(f"step {step}: {first}{gates}")
+        evidence.append(f"step {step}: {lines[0]}{gates}")
+        if closed:  # why each gate is closed: the guard's "gate <label>: <reason>" lines
+            reasons = [ln.strip() for ln in lines[1:] if ln.strip().startswith("gate ")]
+            evidence += [f"  {r}" for r in reasons[:TOP_RULES]]
     if len(failures) > TOP_RULES:
         evidence.append(f"... and {len(failures) - TOP_RULES} more failed steps")
     if not failures:

@@ -221,3 +221,31 @@ def test_failed_runs_from_before_alerting_started_are_history(
     kinds = [d["kind"] for d in hooks.on("/hook")]
     # The gate still fails now: alerted whatever its age. The 3-hour-old run is not news.
     assert kinds == ["gate"]
+
+
+def test_a_run_refused_by_a_closed_gate_pages_as_refused_naming_the_gate(
+    receivers, e2i_home, generated, instance
+):
+    hooks, _ = receivers
+    defs = definitions(load_settings())
+    _bad_hcps(e2i_home, generated)
+    run(defs, instance, selection=SELECTION)
+    cursor, _ = _tick(defs, instance, None)
+    hooks.received.clear()
+
+    # A later run of the downstream asset alone: the guard refuses it.
+    refused = run(defs, instance, selection=dg.AssetSelection.assets("hcp_profiles"))
+    assert not refused.success and "hcp_profiles" not in materialized(refused)
+    _tick(defs, instance, cursor)
+    (page,) = [d for d in hooks.on("/hook") if d["kind"] == "run"]
+    assert (
+        page["title"]
+        == "[E2I PAGE] FAILING: run __ephemeral_asset_job__ [hcp_profiles] was refused (ERROR)"
+    )
+    assert page["run_id"] == refused.run_id
+    (step,) = [e for e in page["evidence"] if e.startswith("step hcp_profiles: ")]
+    assert "refused to run" in step and "(closed gates: schema on raw_hcp_profiles)" in step
+    (why,) = [e for e in page["evidence"] if e.startswith("  gate schema on raw_hcp_profiles: ")]
+    assert "its latest result is FAILED (ERROR)" in why and "field_uniqueness" in why, why
+    # The gate itself was already alerted: its evaluation is not news again.
+    assert [d for d in hooks.on("/hook") if d["kind"] == "gate"] == []
