@@ -10,12 +10,13 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
+.PHONY: help install run report dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
 	@echo "make test   - install (first time) and run the test lanes (ARGS=--keep-going: past a failed preflight)"
 	@echo "make test-release - the must-pass list (tests/release.txt), under two minutes"
+	@echo "make report - per asset: runs, p50/p95 step time, failure/refusal/reuse rates; gate pass rates; failing gates (ARGS=\"--since 30d --json\")"
 	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
 	@echo "make feast ARGS=plan - the Feast CLI on feature_repo/ with the platform's settings"
 	@echo "make rollback REASON=\"...\" - make the previous release's model champion again"
@@ -35,6 +36,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m e2i_platform.ops.run $(ARGS)
+
+# Run costs, reuse and gate pass rates from the instance's event log, e.g. make report ARGS="--since 30d --json"
+report: $(STAMP)
+	$(PY) -m e2i_platform.ops.report $(ARGS)
 
 # exec: SIGTERM to make reaches the wrapper, which stops dagster dev's whole group in 10 s.
 dev: $(STAMP)

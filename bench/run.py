@@ -16,6 +16,8 @@
 5. Scale (bench/scale.py): cold `make run` at 5k, 20k, 50k and 100k patients, wall,
    cost per 1,000 patients, largest process's peak RSS and every step's own cost; the
    point-in-time join at 20k against the Dask join it replaced.
+6. Alerts (bench/alerts.py): from a gate failing to its alert arriving at a webhook,
+   under a real `dagster-daemon` at the default sensor interval; duplicates; recovery.
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -289,7 +291,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
-GROUPS = ("load", "gates", "feature_store", "hpo", "scale")
+GROUPS = ("load", "gates", "feature_store", "hpo", "scale", "alerts")
 
 
 def main() -> int:
@@ -331,6 +333,10 @@ def main() -> int:
             rows += bench_make_run(Path(home))
             rows += bench_guard(Path(home))
             rows += bench_hpo(args.seeds, Path(home))
+    if "alerts" in groups:
+        from alerts import bench_alerts
+
+        rows += bench_alerts()
     if "scale" in groups:
         from scale import bench_scale
 
