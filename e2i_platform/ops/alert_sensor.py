@@ -92,8 +92,21 @@ class Tick:
                 history = storage.get_asset_check_execution_history(key, limit=HISTORY)
                 records = sorted((r for r in history if r.id > seen), key=lambda r: r.id)
             for r in records:
+                # A planned execution is updated in place when its evaluation arrives:
+                # the cursor stops before it until its run has evaluated it or ended.
+                if not self.settled(r):
+                    break
                 self.evaluation(key, r)
-            self.state["checks"][label] = record.id
+                self.state["checks"][label] = r.id
+
+    def settled(self, record) -> bool:
+        """Whether an execution record will not change any more: it holds an evaluation,
+        or its run ended without one (a step failed or was skipped)."""
+        if record.event is not None and record.event.dagster_event is not None:
+            if record.event.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+                return True
+        run = self.instance.get_run_by_id(record.run_id) if record.run_id else None
+        return run is None or run.is_finished
 
     def evaluation(self, key: dg.AssetCheckKey, record) -> None:
         event = record.event.dagster_event if record.event else None

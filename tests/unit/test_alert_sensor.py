@@ -249,3 +249,45 @@ def test_a_run_refused_by_a_closed_gate_pages_as_refused_naming_the_gate(
     assert "its latest result is FAILED (ERROR)" in why and "field_uniqueness" in why, why
     # The gate itself was already alerted: its evaluation is not news again.
     assert [d for d in hooks.on("/hook") if d["kind"] == "gate"] == []
+
+
+def test_a_tick_during_the_run_does_not_lose_the_evaluation_that_follows(receivers, instance):
+    import threading
+
+    hooks, _ = receivers
+    release = threading.Event()
+
+    @dg.asset(name="slow_table")
+    def slow_table() -> int:
+        return 1
+
+    @dg.asset_check(asset=slow_table, name="slow_gate", blocking=True)
+    def slow_gate() -> dg.AssetCheckResult:
+        release.wait(timeout=60)  # the sensor ticks while this check is planned
+        return dg.AssetCheckResult(passed=False, description="slow gate failed")
+
+    defs = dg.Definitions.merge(
+        definitions(load_settings()),
+        dg.Definitions(assets=[slow_table], asset_checks=[slow_gate]),
+    )
+    worker = threading.Thread(
+        target=dg.materialize,
+        args=([slow_table, slow_gate],),
+        kwargs={"instance": instance, "raise_on_error": False},
+    )
+    worker.start()
+    key = dg.AssetCheckKey(dg.AssetKey("slow_table"), "slow_gate")
+    storage = instance.event_log_storage
+    for _ in range(200):
+        if key in storage.get_latest_asset_check_execution_by_key([key]):
+            break
+        threading.Event().wait(0.05)
+    cursor, _ = _tick(defs, instance, None)  # the execution is planned, not evaluated
+    assert hooks.on("/hook") == []
+    release.set()
+    worker.join(timeout=60)
+    _tick(defs, instance, cursor)
+    gates = [d for d in hooks.on("/hook") if d["kind"] == "gate"]
+    assert [(d["check"], d["state"], d["what"]) for d in gates] == [
+        ("slow_gate", "firing", "slow gate failed")
+    ]
