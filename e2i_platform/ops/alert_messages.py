@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import dagster as dg
 
+from e2i_platform.ops.progress import failure_text
 from e2i_platform.resources.notifier import Alert
 
 TOP_RULES = 5
@@ -46,7 +47,8 @@ def evidence_lines(metadata: dict) -> list[str]:
     lines = []
     if "rows_checked" in meta:
         lines.append(f"rows checked {meta['rows_checked']}, failing {meta.get('failing_rows', 0)}")
-    counts = meta.get("failure_counts") or {}
+    # Freshness counts one "failing rule" per view: its view lines below say more.
+    counts = {} if meta.get("views") else meta.get("failure_counts") or {}
     for rule, count in list(counts.items())[:TOP_RULES]:
         lines.append(f"failing rule {rule}: {count}")
     if len(counts) > TOP_RULES:
@@ -127,8 +129,10 @@ def step_failures(instance: dg.DagsterInstance, run_id: str) -> list[tuple[str, 
         event = record.event_log_entry.dagster_event
         data = event.step_failure_data
         user = data.user_failure_data
-        message = (user.description if user and user.description else None) or (
-            data.error.message.strip() if data.error else "no error recorded"
+        # A closed gate's refusal keeps its lines (one per gate); other errors read as
+        # `make run` prints them: the user's exception, not Dagster's wrapper.
+        message = (user.description if user and user.description else None) or failure_text(
+            data.error
         )
         closed = []
         if user and "closed_gates" in user.metadata:
