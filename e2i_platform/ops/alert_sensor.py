@@ -102,9 +102,9 @@ class Tick:
     def settled(self, record) -> bool:
         """Whether an execution record will not change any more: it holds an evaluation,
         or its run ended without one (a step failed or was skipped)."""
-        if record.event is not None and record.event.dagster_event is not None:
-            if record.event.dagster_event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
-                return True
+        event = record.event.dagster_event if record.event else None
+        if event is not None and event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            return True
         run = self.instance.get_run_by_id(record.run_id) if record.run_id else None
         return run is None or run.is_finished
 
