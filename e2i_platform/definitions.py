@@ -33,6 +33,8 @@ def mlflow_resource(settings: Settings):
         experiment=cfg.experiment,
         registered_model=cfg.registered_model,
         ui_url=cfg.ui_url,
+        artifact_root=settings.under_home(cfg.artifact_root) if cfg.artifact_root else None,
+        home=str(settings.home),
     )
 
 

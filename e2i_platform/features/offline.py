@@ -10,8 +10,9 @@ an ASOF join (per entity row, the newest feature row at or before its time, in
 one merge pass), with Feast's rules: the view's ttl bounds how old a value may be,
 equal event times are decided by the newest created time, and every entity row
 comes back, with nulls where a view has nothing. It reads the views, their
-sources, join keys and ttl from the Feast registry, and tests compare it with
-Feast's own join (`tests/e2e/test_offline_join.py`).
+sources, join keys and ttl from the Feast registry (each source taken as this home's
+file: `features.registry_paths`), and tests compare it with Feast's own join
+(`tests/e2e/test_offline_join.py`).
 
 Both run in DuckDB sessions set to UTC (so casts of tz-aware event times to naive
 ones are UTC whatever the machine's zone), with a memory limit and spilling to
@@ -65,8 +66,10 @@ def _as_of(store, n: int, projection) -> str:
     The ASOF join matches on keys and times only and carries the matched row's
     position in the file (`file_row_number`); the features are fetched by position
     afterwards. Carrying them through the join's sort instead took twice as long."""
+    from e2i_platform.features.registry_paths import offline_source
+
     view = store.get_feature_view(projection.name)
-    source = view.batch_source
+    source = offline_source(store, projection.name)  # this home's file, wherever applied
     path = _text(_single_file(source.path, projection.name))
     keys = [c.name for c in view.entity_columns]
     ts, v = _name(source.timestamp_field), f"v{n}"
@@ -169,8 +172,10 @@ def latest_in_window(store, view: str, start: datetime, end: datetime) -> tuple[
             f"feature store: offline_store.type is {store.config.offline_store.type!r}; "
             "feature_repo/feature_store*.yaml must select duckdb"
         )
+    from e2i_platform.features.registry_paths import offline_source
+
     spec = VIEWS[view]
-    source = store.get_feature_view(view).batch_source
+    source = offline_source(store, view)  # this home's file, wherever the registry was applied
     path = _existing(Path(source.path), view)
     bound_feast_session()
     latest = DuckDBOfflineStore.pull_latest_from_table_or_query(

@@ -76,3 +76,18 @@ def applied_intervals(home: Path) -> dict[str, list]:
     resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
     store = resource.store()
     return {v.name: list(v.materialization_intervals) for v in store.list_feature_views()}
+
+
+def repoint_registry(home: Path) -> list[str]:
+    """Make the registry under `home` record this home's SQLite online tables when it
+    names another home's (it came with a copied home); returns the other paths. Run
+    before Feast plans: `feast apply` tears down the tables the registry records, which
+    would drop them from the other home's database (`features.registry_paths`)."""
+    from e2i_platform.features.registry_paths import repoint_online_tables
+    from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.settings import load_settings
+
+    if not (home / "feast" / "registry.db").exists():
+        return []
+    resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
+    return repoint_online_tables(resource.store())

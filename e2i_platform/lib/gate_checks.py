@@ -157,7 +157,7 @@ def _audit(context, graph, check_key, run_id: str | None, result, settings, foun
         if pubs.published_run(name) == run_id:
             return {"published": dg.MetadataValue.text(f"already published (run {run_id})")}
         record = pubs.publish(name, run_id, ext, sorted(stamps))
-    return {"published": dg.MetadataValue.path(record["path"])}
+    return {"published": dg.MetadataValue.path(str(pubs.warehouse / record["path"]))}
 
 
 def gate_check(**check_kwargs: Any) -> Callable[[Callable[..., Any]], dg.AssetChecksDefinition]:

@@ -30,7 +30,7 @@ def code_version(exclude: tuple[str, ...] = ()) -> str:
 
 # The configuration sections each asset group reads. How to run (`training.run_mode`)
 # is not what is computed, so it is left out; `make run` handles it explicitly. Nor is
-# where links point (`mlflow.ui_url`).
+# where links point (`mlflow.ui_url`) or where MLflow keeps artifacts (`artifact_root`).
 GROUP_SECTIONS = {
     "ingest": ("platform",),
     "quality": ("platform", "quality"),
@@ -38,7 +38,7 @@ GROUP_SECTIONS = {
     "training": ("training", "optuna", "mlflow"),
     "promotion": ("training", "mlflow", "promotion"),
 }
-NOT_COMPUTED = {"training": {"run_mode"}, "mlflow": {"ui_url"}}
+NOT_COMPUTED = {"training": {"run_mode"}, "mlflow": {"ui_url", "artifact_root"}}
 
 
 def platform_version(settings, group: str) -> str:

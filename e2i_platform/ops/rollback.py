@@ -63,7 +63,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
                 "restores_release": manifest["restores_release"],
                 "rolled_back_release": manifest["rolled_back_release"],
                 "reason": manifest["reason"],
-                "path": dg.MetadataValue.path(published["path"]),
+                "path": dg.MetadataValue.path(str(pubs.warehouse / published["path"])),
                 "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
             },
         )

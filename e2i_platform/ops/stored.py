@@ -51,10 +51,15 @@ def _record_problem(name: str, path: Path, home: Path) -> str | None:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         return f"its published record {path} is not readable JSON ({type(exc).__name__})"
-    if name == "trained_model" and (
-        problem := file_mismatch(record["model_file"], record["model_sha256"])
-    ):
-        return f"its model file {problem}"
+    if name == "trained_model":
+        from e2i_platform.training.model_run import model_path
+
+        try:
+            model_file = model_path(home, record, str(path))
+        except (KeyError, ValueError) as exc:
+            return f"its model file is not one of this home: {exc}"
+        if problem := file_mismatch(model_file, record["model_sha256"]):
+            return f"its model file {problem}"
     if name == "champion_model":
         manifest = home / "releases" / record["release_id"] / "manifest.json"
         if not manifest.exists():

@@ -95,11 +95,14 @@ def require_evidence(trained: dict, evaluation: dict, current: dict | None) -> N
         )
 
 
-def require_model_file(trained: dict) -> None:
+def require_model_file(home, trained: dict) -> None:
     """The model file is the one trained (and evaluated): not replaced since."""
     from e2i_platform.lib.versions import file_mismatch
+    from e2i_platform.training.model_run import model_path
 
-    if problem := file_mismatch(trained["model_file"], trained["model_sha256"]):
+    if problem := file_mismatch(
+        model_path(home, trained, "trained_model"), trained["model_sha256"]
+    ):
         raise GateClosed(
             f"champion_model refused: the trained model's file {problem}; materialize "
             "trained_model again."
@@ -157,6 +160,7 @@ def champion_model(
 
 
 def _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow):
+    from e2i_platform.lib.home_paths import stored
     from e2i_platform.lib.versions import code_version
     from e2i_platform.promotion.release import (
         current_release,
@@ -164,14 +168,23 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
         new_release_id,
         promote,
     )
-    from e2i_platform.training.model_run import service_spec
+    from e2i_platform.training.model_run import model_path, service_spec
 
     home = settings.home
     current = current_release(home)
     require_evidence(trained_model, model_evaluation, current)
-    require_model_file(trained_model)
+    require_model_file(home, trained_model)
     if current is not None and current["model"]["model_sha256"] == trained_model["model_sha256"]:
-        record = {**current, "decision": "unchanged: this model is already the champion"}
+        # The model as this home names it (a manifest written before may hold an absolute
+        # path in another home: lib.home_paths).
+        model_file = stored(
+            home, model_path(home, current["model"], f"release {current['release_id']}")
+        )
+        record = {
+            **current,
+            "model": {**current["model"], "model_file": model_file},
+            "decision": "unchanged: this model is already the champion",
+        }
     else:
         override = require_not_rolled_back(home, trained_model, config)
         metric_keys = ("roc_auc", "pr_auc", "brier", "precision_at_threshold")
@@ -181,7 +194,8 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "kind": "promotion",
             "created_at": datetime.now(UTC).isoformat(),
             "model": {
-                "model_file": trained_model["model_file"],
+                # Relative to the home: a restored copy serves its own file.
+                "model_file": stored(home, model_path(home, trained_model, "trained_model")),
                 "model_sha256": trained_model["model_sha256"],
                 "features": trained_model["features"],
                 "variant": trained_model["variant"],
@@ -259,7 +273,7 @@ def patient_risk_scores(
             f"champion_model's published value is {champion_model['release_id']}; CURRENT was "
             "changed outside the platform. Promote or roll back through champion_model."
         )
-    scores, stats = score_current_patients(release, patient_journeys, feast.store())
+    scores, stats = score_current_patients(settings.home, release, patient_journeys, feast.store())
     tolerated = settings.feast.limits("patient_features").max_missing_share
     unserved = stats["patients_without_online_patient_features"]
     if len(scores) and unserved / len(scores) > tolerated:

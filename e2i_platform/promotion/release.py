@@ -121,20 +121,30 @@ def rollback(home: Path, mlflow, reason: str) -> dict:
 
 
 def _rollback(home: Path, mlflow, reason: str) -> dict:
+    from e2i_platform.lib.home_paths import stored
+    from e2i_platform.training.model_run import model_path
+
     current = current_release(home)
     if current is None:
         raise RuntimeError(f"rollback: no current release under {releases_dir(home)}")
     target = rollback_target(home, current)
     previous_id = target["release_id"]
-    if not Path(target["model"]["model_file"]).exists():
+    try:
+        model_file = model_path(home, target["model"], f"release {previous_id}")
+    except ValueError as exc:
+        raise RuntimeError(f"rollback: {exc}; nothing was changed") from None
+    if not model_file.exists():
         raise RuntimeError(
-            f"rollback: release {previous_id}'s model file {target['model']['model_file']} "
-            "is gone; nothing was changed"
+            f"rollback: release {previous_id}'s model file {model_file} is gone; "
+            "nothing was changed"
         )
     version = target["model"].get("mlflow", {}).get("model_version")
     alias = _move_alias(mlflow, version)
     manifest = {
-        **{k: target[k] for k in ("model", "metrics", "params", "data_versions", "features")},
+        **{k: target[k] for k in ("metrics", "params", "data_versions", "features")},
+        # The restored model's file as this home names it now (a manifest from before may
+        # hold an absolute path in another home).
+        "model": {**target["model"], "model_file": stored(home, model_file)},
         "release_id": new_release_id("rollback"),
         "kind": "rollback",
         "created_at": datetime.now(UTC).isoformat(),

@@ -39,14 +39,16 @@ def online_feature_frame(store, entities: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
-def score_current_patients(champion: dict, journeys: pd.DataFrame, store):
+def score_current_patients(home: Path, champion: dict, journeys: pd.DataFrame, store):
+    """Scores of the current patients by the release's model: its file in `home` (the
+    manifest names it relative to the home), as it was released (sha256)."""
     from e2i_platform.lib.versions import file_mismatch
     from e2i_platform.training.model_data import as_model_input
-    from e2i_platform.training.model_run import load_booster
+    from e2i_platform.training.model_run import load_booster, model_path
     from e2i_platform.training.runs import METADATA_FILE
 
     model = champion["model"]
-    model_file = Path(model["model_file"])
+    model_file = model_path(home, model, f"release {champion['release_id']}")
     if problem := file_mismatch(model_file, model["model_sha256"]):
         raise ValueError(
             f"patient_risk_scores: release {champion['release_id']}'s model file {problem}"
@@ -62,7 +64,7 @@ def score_current_patients(champion: dict, journeys: pd.DataFrame, store):
             f"{missing_columns}, which the champion {champion['release_id']} needs"
         )
     X = as_model_input(served, features, metadata["categories"]) if len(entities) else None
-    score = load_booster(Path(model["model_file"])).predict(X) if X is not None else []
+    score = load_booster(model_file).predict(X) if X is not None else []
     threshold = champion["metrics"]["threshold"]
     version = model.get("mlflow", {}).get("model_version") or f"sha-{model['model_sha256'][:12]}"
     now = pd.Timestamp(datetime.now(UTC))

@@ -8,11 +8,16 @@ restored exactly (the module global and the MLFLOW_TRACKING_URI variable).
 
 `enabled: false` makes every method a no-op that returns None (or an empty result) without
 importing MLflow or creating any file. MLflow is imported lazily, inside the methods.
+
+Artifacts go to one root per store, never to ./mlruns of the working directory; a SQLite
+store inside a home that was copied elsewhere is re-rooted into the copy on first use
+(`resources.mlflow_artifacts`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import threading
@@ -166,6 +171,18 @@ def _secret_free(method: Callable) -> Callable:
 # experiment, and looking it up for every trial cost one more round trip per trial.
 _PARENT_EXPERIMENT: dict[tuple[str, str], str] = {}
 
+# (tracking URI, experiment, artifact root) whose experiment's artifact location was
+# checked in this process (`MlflowResource._settle_artifact_location`).
+_SETTLED: set[tuple[str, str, str | None]] = set()
+
+
+def _forget_artifact_repositories() -> None:
+    """Drop MLflow's process-wide cache of artifact repositories: it is keyed by run or
+    model id alone, so after a re-rooting a cached one still points at the old root."""
+    from mlflow.tracking._tracking_service import utils
+
+    getattr(utils, "_artifact_repos_cache", {}).clear()
+
 
 class MlflowResource(dg.ConfigurableResource):
     """Where runs, models and the registry go; `enabled: false` turns tracking off."""
@@ -175,6 +192,12 @@ class MlflowResource(dg.ConfigurableResource):
     experiment: str
     registered_model: str
     ui_url: str | None = None  # where people open the UI; None: see `ui_base`
+    # Where artifacts go for a database-backed store (`resources.mlflow_artifacts`): a
+    # path or URI; None: next to a SQLite DB, else under `home`.
+    artifact_root: str | None = None
+    # The E2I home: the artifact root of a database other than SQLite, and what a SQLite
+    # DB inside it moves with (a restored copy re-roots its own DB's artifact URIs).
+    home: str | None = None
 
     # --- where -------------------------------------------------------------------------
 
@@ -187,10 +210,22 @@ class MlflowResource(dg.ConfigurableResource):
         return sqlite_path(self.tracking_uri)
 
     @property
+    def artifact_uri(self) -> str | None:
+        """The experiment's artifact location: `artifact_root`, else `<db dir>/artifacts`
+        for SQLite, else `<home>/mlflow/artifacts` for another database; None for a
+        tracking server (it keeps its own)."""
+        from e2i_platform.resources.mlflow_artifacts import artifact_root_uri
+
+        if self.is_http:
+            return None
+        return artifact_root_uri(self.db_path, self.artifact_root, self.home)
+
+    @property
     def artifact_dir(self) -> Path | None:
-        """For SQLite: `<db dir>/artifacts` (the experiment's artifact location)."""
-        db = self.db_path
-        return db.absolute().parent / "artifacts" if db else None
+        """The artifact location as a local directory (None when it is remote or unset)."""
+        from e2i_platform.resources.mlflow_artifacts import local_path
+
+        return local_path(self.artifact_uri)
 
     @property
     def is_http(self) -> bool:
@@ -208,6 +243,8 @@ class MlflowResource(dg.ConfigurableResource):
         }
         if self.artifact_dir:
             where["artifacts"] = str(self.artifact_dir)
+        elif self.artifact_uri:
+            where["artifacts"] = redact_uri(self.artifact_uri)
         return where
 
     def _redact(self, text: str) -> str:
@@ -250,15 +287,37 @@ class MlflowResource(dg.ConfigurableResource):
         db = self.db_path
         if db is not None:
             db.absolute().parent.mkdir(parents=True, exist_ok=True)
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        if not self.is_http:
+            self._settle_artifact_location(client)
+        return client
+
+    def _settle_artifact_location(self, client) -> None:
+        """Before this process reads or writes any artifact of the store, once: an existing
+        experiment keeps its artifacts where this resource says (`_check_artifact_location`).
+        Any call may be the first (logging to an existing run needs no experiment lookup)."""
+        key = (self.tracking_uri, self.experiment, self.artifact_uri)
+        if key in _SETTLED:
+            return
+        experiment = client.get_experiment_by_name(self.experiment)
+        if experiment is not None:  # else `_experiment_id` creates it where it belongs
+            self._check_artifact_location(experiment.artifact_location)
+            _SETTLED.add(key)
 
     def _experiment_id(self, client) -> str:
-        """Get or create the experiment (artifacts next to a SQLite DB)."""
+        """Get or create the experiment, its artifacts at `artifact_uri`
+        (`_check_artifact_location` for an existing one)."""
         from mlflow.exceptions import MlflowException
 
         experiment = client.get_experiment_by_name(self.experiment)
         if experiment is None:
-            location = self.artifact_dir.as_uri() if self.artifact_dir else None
+            location = self.artifact_uri
+            if location is None and not self.is_http:
+                raise dg.Failure(
+                    f"MLflow at {self.safe_uri}: no artifact root for experiment "
+                    f"{self.experiment!r} (MLflow would write to ./mlruns of the working "
+                    "directory): set mlflow.artifact_root (E2I_MLFLOW_ARTIFACT_ROOT)"
+                )
             try:
                 return client.create_experiment(self.experiment, artifact_location=location)
             except MlflowException as err:  # created concurrently by another process
@@ -273,7 +332,43 @@ class MlflowResource(dg.ConfigurableResource):
                 f"it (`mlflow experiments restore --experiment-id {experiment.experiment_id}`) "
                 "or configure another experiment name"
             )
+        self._check_artifact_location(experiment.artifact_location)
         return experiment.experiment_id
+
+    def _check_artifact_location(self, recorded: str) -> None:
+        """The experiment keeps its artifacts where this resource says, or it is this
+        home's SQLite DB brought from another path (re-rooted here, once), or the run
+        fails naming both places: it never writes to, or reads from, somewhere else."""
+        from e2i_platform.resources.mlflow_artifacts import (
+            moved_home_root,
+            relocate_sqlite,
+            same_location,
+        )
+
+        expected = self.artifact_uri
+        if expected is None or same_location(recorded, expected):
+            return
+        if moved_home_root(recorded, expected, self.db_path, self.home):
+            changed = relocate_sqlite(self.db_path, recorded, expected)
+            _forget_artifact_repositories()
+            # On the step's stderr (its compute log): the DB was re-rooted, and how much.
+            logging.getLogger(__name__).warning(
+                "MLflow tracking DB %s came from another home: artifact locations moved "
+                "from %s to %s (%s)",
+                self.db_path,
+                recorded,
+                expected,
+                ", ".join(f"{k}: {n}" for k, n in changed.items() if n) or "nothing left",
+            )
+            return
+        raise dg.Failure(
+            f"MLflow experiment {self.experiment!r} ({self.safe_uri}) keeps its artifacts at "
+            f"{redact_uri(recorded)}, not at this home's artifact root "
+            f"{redact_uri(expected)}; MLflow cannot move an experiment's artifact location. "
+            "Set mlflow.artifact_root (E2I_MLFLOW_ARTIFACT_ROOT) to the recorded location "
+            "to keep using it, or set mlflow.experiment to a new name (its artifacts go to "
+            "the root above)."
+        )
 
     def ensure_reachable(self) -> str | None:
         """Connect, get or create the experiment and return its id; fail fast if unreachable."""

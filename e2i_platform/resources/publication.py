@@ -8,7 +8,9 @@ the stored value), so the IO manager cannot write where readers look. Instead:
     warehouse/<asset>.<ext>                    the published value: what external
                                                readers and later runs read
     warehouse/.published/<asset>.json          which run's value is published, its
-                                               sha256, when, after which checks
+                                               sha256, when, after which checks; its
+                                               `path` is relative to the warehouse, so
+                                               a copy of the home names its own file
 
 A blocking check that passes stamps its pass next to the staged value; the check
 that completes the set publishes (under a lock, so two checks finishing together
@@ -176,7 +178,7 @@ class Publications:
         record = {
             "asset": asset,
             "run_id": run_id,
-            "path": str(target),
+            "path": target.relative_to(self.warehouse).as_posix(),
             "sha256": digest,
             "published_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "after_checks": sorted(checks),

@@ -66,7 +66,7 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         else:
             with pubs.lock(asset):
                 record = pubs.publish(asset, context.run_id, self.extension, [])
-            metadata["path"] = dg.MetadataValue.path(record["path"])
+            metadata["path"] = dg.MetadataValue.path(str(pubs.warehouse / record["path"]))
             metadata["published"] = dg.MetadataValue.text("at once (no blocking check)")
         metadata.update(step_cost.finish(context.run_id, context.step_key))
         context.add_output_metadata(metadata)

@@ -322,6 +322,10 @@ class MlflowSettings(Strict):
     tracking_uri: str
     experiment: str = "e2i_discontinuation"
     registered_model: str = Field("e2i_discontinuation", pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$")
+    # Where a database-backed store (SQLite, PostgreSQL) puts artifacts: a path (`<home>`
+    # allowed) or a URI. None: next to a SQLite DB, `<home>/mlflow/artifacts` for another
+    # database. A tracking server keeps its own.
+    artifact_root: str | None = None
     # Where people open the MLflow UI (links in asset metadata); None: the tracking
     # server itself, or `mlflow ui`'s default address for a local store.
     ui_url: str | None = Field(None, pattern=r"^https?://[^/?#]+")

@@ -126,6 +126,8 @@ def hpo_study(
         settings.training.seed,
         mlflow=mlflow if mlflow.enabled else None,
         force_new=_run_mode(config, e2i_config) == "force_new",
+        # As configured (`<home>` unresolved): the record names no path of this home.
+        storage_shown=settings.optuna.storage,
     )
     record = outcome.record
     record["mlflow"]["tracking"] = "on" if mlflow.enabled else "off"
@@ -188,7 +190,7 @@ def trained_model(
             "reused": dg.MetadataValue.bool(record["action"] == "reuse"),
             "reason": dg.MetadataValue.text(record["reason"]),
             "run_mode": dg.MetadataValue.text(record["mode"]),
-            "path": dg.MetadataValue.path(record["path"]),
+            "path": dg.MetadataValue.path(str(settings.home / record["path"])),
             "variant": dg.MetadataValue.int(record["variant"]),
             "spec_fingerprint": dg.MetadataValue.text(record["spec"]),
             "exec_fingerprint": dg.MetadataValue.text(record["exec"]),

@@ -29,6 +29,25 @@ def load_booster(path: Path):
     return lgb.Booster(model_file=str(path))
 
 
+def model_path(home: Path, model: dict, where: str) -> Path:
+    """The model file a record or manifest names (`model_file`: relative to the home, or
+    absolute from before), as a file of this home (`lib.home_paths`)."""
+    from e2i_platform.lib.home_paths import resolve
+    from e2i_platform.training.runs import MODEL_FILE_LAYOUT
+
+    return resolve(home, model["model_file"], MODEL_FILE_LAYOUT, f"{where}: model_file")
+
+
+def _previous(home: Path, recorded: str | None, where: str) -> str | None:
+    """The run a model continued from, relative to the home (absolute in old metadata)."""
+    from e2i_platform.lib.home_paths import resolve, stored
+    from e2i_platform.training.runs import VARIANT_LAYOUT
+
+    if not recorded:
+        return None
+    return stored(home, resolve(home, recorded, VARIANT_LAYOUT, f"{where}: previous"))
+
+
 def model_identity(settings, dataset, hpo: dict, features: list[str]):
     """(spec fingerprint, exec fingerprint, what went into them)."""
     from e2i_platform.lib.versions import code_version, frame_version
@@ -59,15 +78,19 @@ def model_identity(settings, dataset, hpo: dict, features: list[str]):
     )
 
 
-def _record(decision, metrics: dict, metadata: dict) -> dict:
+def _record(home: Path, decision, metrics: dict, metadata: dict) -> dict:
+    """The trained_model record. Its paths are relative to the home (`lib.home_paths`):
+    a copy of the home restored elsewhere reads its own model, never the original's."""
+    from e2i_platform.lib.home_paths import stored
+
     path = Path(decision.path)
     return {
         "action": decision.action,
         "mode": decision.mode,
         "reason": decision.reason,
         "variant": decision.variant,
-        "path": str(path),
-        "model_file": str(path / "model.txt"),
+        "path": stored(home, path),
+        "model_file": stored(home, path / "model.txt"),
         "model_sha256": sha256_file(path / "model.txt"),
         "spec": metadata["spec"],
         "exec": metadata["exec"],
@@ -76,24 +99,26 @@ def _record(decision, metrics: dict, metadata: dict) -> dict:
         "features": metadata["features"],
         "metrics": metrics,
         "mlflow": metadata["mlflow"],
-        "previous": metadata.get("previous"),
+        "previous": _previous(home, metadata.get("previous"), str(path / "metadata.json")),
         "trained_at": metadata["finished_at"],
     }
 
 
 def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
+    from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.hpo import fit_booster
     from e2i_platform.training.model_data import model_data
     from e2i_platform.training.runs import METADATA_FILE, METRICS_FILE, MODEL_FILE, ModelRuns
 
     data = model_data(dataset)
     spec, exec_, inputs = model_identity(settings, dataset, hpo, data.features)
-    runs = ModelRuns(settings.home / "models", settings.training.model_name, spec, exec_)
+    home = settings.home
+    runs = ModelRuns(home / "models", settings.training.model_name, spec, exec_)
     decision = runs.decide(mode)
     if decision.action == "reuse":
         path = Path(decision.path)
         metrics = json.loads((path / METRICS_FILE).read_text())
-        return _record(decision, metrics, json.loads((path / METADATA_FILE).read_text()))
+        return _record(home, decision, metrics, json.loads((path / METADATA_FILE).read_text()))
 
     params, rounds, init_model, previous = hpo["best_params"], hpo["best_iteration"], None, None
     if decision.action == "continue":
@@ -124,12 +149,12 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
         "categories": data.categories,
         "mode": decision.mode,
         "action": decision.action,
-        "previous": str(previous) if previous else None,
+        "previous": stored(home, previous) if previous else None,
         "mlflow": tracking,
         "finished_at": datetime.now(UTC).isoformat(),
     }
     runs.write(Path(decision.path), lambda p: fit.booster.save_model(str(p)), metrics, metadata)
-    return _record(decision, metrics, metadata)
+    return _record(home, decision, metrics, metadata)
 
 
 def _log_training(mlflow, decision, params, metrics, booster, data, spec, exec_) -> dict:
@@ -157,11 +182,13 @@ def _log_training(mlflow, decision, params, metrics, booster, data, spec, exec_)
 
 
 def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
+    from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.evaluation import evaluate
     from e2i_platform.training.model_data import model_data
 
     data = model_data(dataset)
-    booster = load_booster(Path(trained["model_file"]))
+    model_file = model_path(settings.home, trained, "trained_model")
+    booster = load_booster(model_file)
     features = trained["features"]
     gates = settings.promotion
     record = evaluate(
@@ -173,7 +200,7 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
         settings.training.seed,
     )
     record["model"] = {
-        "model_file": trained["model_file"],
+        "model_file": stored(settings.home, model_file),
         "model_sha256": trained["model_sha256"],
         "mlflow": trained["mlflow"],
     }
@@ -204,7 +231,7 @@ def _champion_on_same_test(home: Path, data, trained: dict) -> dict:
         "model_version": model.get("mlflow", {}).get("model_version"),
         "same_model": model["model_sha256"] == trained["model_sha256"],
     }
-    path = Path(model["model_file"])
+    path = model_path(home, model, f"release {release['release_id']}")
     missing = [f for f in model["features"] if f not in data.X["test"].columns]
     if not path.exists() or missing:
         out["comparable"] = False

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,11 @@ MODEL_FILE = "model.txt"
 METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 REQUIRED_FILES = (MODEL_FILE, METRICS_FILE, METADATA_FILE)
+
+# A variant and its model file below the home, as records store them (relative to the
+# home, `lib.home_paths`): <home>/models/<model>/spec-<8>_exec-<8>/v<N>[/model.txt].
+VARIANT_LAYOUT = ("models", r"[^/]+", r"spec-[^/]{8}_exec-[^/]{8}", r"v[1-9][0-9]*")
+MODEL_FILE_LAYOUT = (*VARIANT_LAYOUT, re.escape(MODEL_FILE))
 
 MODES: tuple[str, ...] = get_args(RunMode)
 DEFAULT_LIBRARIES = ("lightgbm", "scikit-learn", "optuna", "mlflow", "pandas", "numpy", "feast")

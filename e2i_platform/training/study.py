@@ -109,7 +109,10 @@ def run_study(
     mlflow=None,
     force_new: bool = False,
     n_trials: int | None = None,
+    storage_shown: str | None = None,
 ) -> StudyOutcome:
+    """Run (or reuse, or resume) the study; `storage_shown` is how the record names the
+    storage (default: `storage_url`), always without credentials."""
     import optuna
 
     from e2i_platform.training.tuning_sample import tuning_sample
@@ -222,7 +225,7 @@ def run_study(
         mlflow.end_run(parent)
     record = {
         "study_name": name,
-        "storage": redact_uri(storage_url),
+        "storage": redact_uri(storage_shown or storage_url),
         "identity": identity,
         "decision": decision,
         "trials_run_now": ran_now,

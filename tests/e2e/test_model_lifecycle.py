@@ -182,7 +182,8 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
 
     trained = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())
     assert trained["action"] == "train"
-    model_dir = Path(trained["path"])
+    model_dir = e2i_home / trained["path"]  # stored relative to the home
+    assert not Path(trained["path"]).is_absolute()
     assert model_dir.parent.parent == e2i_home / "models" / settings.training.model_name
     assert sorted(p.name for p in model_dir.iterdir()) == [
         "metadata.json",
@@ -266,7 +267,7 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert forced.success, failed_steps(forced)
     again = json.loads((e2i_home / "warehouse" / "trained_model.json").read_text())
     assert again["action"] == "train" and again["variant"] == trained["variant"] + 1
-    assert (Path(again["path"]) / "model.txt").read_bytes() == (
+    assert (e2i_home / again["path"] / "model.txt").read_bytes() == (
         model_dir / "model.txt"
     ).read_bytes()
     assert again["metrics"] == trained["metrics"]

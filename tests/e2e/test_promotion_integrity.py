@@ -129,7 +129,7 @@ def test_promotion_is_bound_to_its_evidence_and_a_rollback_sticks(e2i_home, inst
 
     # 5. A model directory that vanished is not "up to date".
     assert not _plan(defs, instance, settings)["trained_model"].run  # control
-    shutil.rmtree(Path(model_b["path"]))
+    shutil.rmtree(e2i_home / model_b["path"])
     reason = _plan(defs, instance, settings)["trained_model"].reason
     assert reason.startswith("stored value: its model file") and "is missing" in reason
     assert "champion_model" in materialized(forced)
