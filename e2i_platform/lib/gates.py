@@ -24,6 +24,7 @@ import dagster as dg
 from e2i_platform.lib import step_cost
 from e2i_platform.lib.graph import blocking_checks, check_reads, location_graph, publishes
 from e2i_platform.lib.instance_guard import refuse_throwaway_instance
+from e2i_platform.lib.pools import pool_for
 from e2i_platform.lib.signatures import with_context_and_config
 from e2i_platform.lib.transient import retry_transient
 from e2i_platform.lib.verdicts import (
@@ -191,11 +192,14 @@ def gated_asset(**asset_kwargs: Any) -> Callable[[Callable[..., Any]], dg.Assets
     The verdicts are added to the asset's metadata, so a materialization shows which
     gate results it relied on, and so is what the step cost (`lib.step_cost`). The
     configuration resource is added when the asset does not ask for it: the verdicts
-    are judged against the configuration in force.
+    are judged against the configuration in force. An asset that writes a shared store
+    gets that store's pool (`lib.pools`): one writer at a time across runs.
     """
     asset_kwargs.setdefault("automation_condition", gated_automation())
 
     def decorate(fn: Callable[..., Any]) -> dg.AssetsDefinition:
+        if pool := pool_for(asset_kwargs.get("name") or fn.__name__):
+            asset_kwargs.setdefault("pool", pool)
         flags: dict[str, bool] = {}
 
         def guarded(context: dg.AssetExecutionContext, e2i_config: ConfigResource, **kwargs):

@@ -63,6 +63,12 @@ def event_line(event) -> str | None:
         return f"FAIL   {label} ({ev.severity.value}): {one_line(ev.description)}"
     if event.is_step_failure:
         return f"FAILED {event.step_key}: {failure_text(event.step_failure_data.error)}"
+    if event.event_type_value == "ENGINE_EVENT" and (event.message or "").startswith(
+        "Step blocked by limit for pool "
+    ):
+        # Another run writes the same store (lib.pools): say why nothing moves.
+        pool = event.message.rsplit(" ", 1)[-1]
+        return f"WAIT   {event.step_key}: pool {pool} is held by another run; waiting for it"
     return None
 
 

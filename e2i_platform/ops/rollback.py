@@ -17,6 +17,7 @@ import sys
 
 import dagster as dg
 
+from e2i_platform.lib.pools import pool_for
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.mlflow import MlflowResource
 
@@ -72,7 +73,8 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
 
 @dg.op(
     description="Restore the previous release's model as champion; record a new manifest "
-    "and a champion_model materialization."
+    "and a champion_model materialization.",
+    pool=pool_for("rollback_champion"),  # moves the alias and CURRENT, as promotion does
 )
 def rollback_champion(
     context: dg.OpExecutionContext,

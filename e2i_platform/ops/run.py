@@ -11,7 +11,8 @@ the instance (`ops.launch`): the UI shows it on its timeline and can re-execute 
 It executes in one run worker process (the in-process executor): one import of the
 code for the whole run. Runs launched from the UI or by schedules use capped
 parallel processes. The Dagster CLIs find the same instance through `.env` (written
-here, for the default home).
+here, for the default home). At its start, a run left STARTED whose worker processes
+are gone (killed) is marked FAILED, with a message saying so, and its pool slots freed.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from e2i_platform.definitions import build_definitions
     from e2i_platform.ops.instance import write_dotenv
-    from e2i_platform.ops.launch import RunOutcome, code_location, launch, wait
+    from e2i_platform.ops.launch import RunOutcome, code_location, fail_dead_runs, launch, wait
     from e2i_platform.ops.progress import LAUNCH_TAG, Progress
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
 
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     write_dotenv(settings, home)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
+        # Runs left STARTED by a worker that was killed end now (and alert), and stop
+        # holding their pools, even when no daemon runs to notice them.
+        for line in fail_dead_runs(instance):
+            print(f"E2I: marked FAILED {line}", flush=True)
         decisions = plan_run(
             defs,
             instance,

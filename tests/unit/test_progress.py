@@ -52,3 +52,25 @@ def test_a_failure_line_shows_the_users_error_whole():
         "x refused to run: gate y"
     )
     assert failure_text(None) == "no error recorded"
+
+
+def test_a_step_waiting_for_its_pool_says_so():
+    from dagster._core.events import DagsterEvent, EngineEventData
+
+    from e2i_platform.ops.progress import event_line
+
+    def engine(message: str) -> DagsterEvent:
+        return DagsterEvent(
+            event_type_value="ENGINE_EVENT",
+            job_name="e2i_main",
+            step_key="online_features",
+            message=message,
+            event_specific_data=EngineEventData(metadata={"pool": dg.MetadataValue.pool("x")}),
+        )
+
+    assert event_line(engine("Step blocked by limit for pool online_store")) == (
+        "WAIT   online_features: pool online_store is held by another run; waiting for it"
+    )
+    # Repeats ("still blocked") and other engine events stay quiet.
+    assert event_line(engine("Step still blocked by limit for pool online_store")) is None
+    assert event_line(engine("Started process for run (pid: 1).")) is None
