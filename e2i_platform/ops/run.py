@@ -58,9 +58,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from e2i_platform.definitions import build_definitions
     from e2i_platform.ops.instance import write_dotenv
-    from e2i_platform.ops.launch import RunOutcome, code_location, fail_dead_runs, launch, wait
+    from e2i_platform.ops.launch import RunOutcome, code_location, launch, wait
     from e2i_platform.ops.progress import LAUNCH_TAG, Progress
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
+    from e2i_platform.ops.run_monitoring import fail_dead_runs
 
     defs = build_definitions(settings)
     write_dotenv(settings, home)

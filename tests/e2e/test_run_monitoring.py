@@ -24,7 +24,7 @@ import dagster as dg
 import pytest
 
 from e2i_platform.lib.pools import ONLINE_STORE
-from e2i_platform.ops.launch import fail_dead_runs, worker_gone
+from e2i_platform.ops.run_monitoring import fail_dead_runs, worker_gone
 from e2i_platform.settings import load_settings
 
 from receivers import WebhookReceiver
@@ -190,7 +190,7 @@ def test_only_a_run_whose_recorded_processes_are_all_gone_counts_as_dead(instanc
     import psutil
     from dagster._core.events import EngineEventData
 
-    from e2i_platform.ops.launch import WORKER_HOST_TAG, _running
+    from e2i_platform.ops.run_monitoring import WORKER_HOST_TAG, _running
 
     job = dg.define_asset_job("watched").resolve(
         asset_graph=dg.Definitions(assets=[dg.AssetSpec("x")]).resolve_asset_graph()

@@ -10,7 +10,7 @@ import yaml
 
 from e2i_platform.lib.pools import LIMIT, POOLS
 from e2i_platform.ops.instance import TEMPLATES, prepare_instance
-from e2i_platform.ops.launch import WatchedRunLauncher
+from e2i_platform.ops.run_monitoring import WatchedRunLauncher
 from e2i_platform.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,7 +50,7 @@ def test_each_instance_template_limits_pools_and_monitors_runs(template, tmp_pat
     config, _ = dagster_instance_config(str(home))  # Dagster's own validation
     assert config["concurrency"]["pools"] == {"granularity": "op", "default_limit": LIMIT}
     assert config["run_launcher"] == {
-        "module": "e2i_platform.ops.launch",
+        "module": "e2i_platform.ops.run_monitoring",
         "class": WatchedRunLauncher.__name__,
     }
     monitoring = config["run_monitoring"]
