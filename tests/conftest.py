@@ -73,3 +73,13 @@ def generated() -> Generator:
         anchor=floor_anchor(now, "none"),
     )
     return Generator(spec)
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An MLflow SQLite DB with the schema created once (~1.4 s), copied by every test."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
+    return db

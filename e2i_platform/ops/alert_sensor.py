@@ -151,19 +151,23 @@ class Tick:
 
     # --- runs ----------------------------------------------------------------------
 
+    def status_changes(self, event_type, cursor_key: str) -> list:
+        """The runs' status changes of `event_type` since the cursor kept under
+        `cursor_key` (advanced past them)."""
+        result = self.instance.fetch_run_status_changes(
+            event_type, limit=RUN_BATCH, cursor=self.state.get(cursor_key), ascending=True
+        )
+        if result.cursor:
+            self.state[cursor_key] = result.cursor
+        return result.records
+
     def read_runs(self) -> None:
         base = self.settings.ui_base_url
         horizon = self.now - self.settings.first_start_lookback_minutes * 60
         # The cursor is absent until a failure is read: remember that alerting started.
         first = not self.state.get("runs_seen")
         self.state["runs_seen"] = True
-        result = self.instance.fetch_run_status_changes(
-            dg.DagsterEventType.RUN_FAILURE,
-            limit=RUN_BATCH,
-            cursor=self.state.get("run_failures"),
-            ascending=True,
-        )
-        for record in result.records:
+        for record in self.status_changes(dg.DagsterEventType.RUN_FAILURE, "run_failures"):
             if first and record.timestamp < horizon:
                 continue
             run = self.instance.get_run_by_id(record.run_id)
@@ -181,15 +185,7 @@ class Tick:
                 "alert": alert.as_dict(),
             }
             self.outbox.append(alert)
-        if result.cursor:
-            self.state["run_failures"] = result.cursor
-        successes = self.instance.fetch_run_status_changes(
-            dg.DagsterEventType.RUN_SUCCESS,
-            limit=RUN_BATCH,
-            cursor=self.state.get("run_successes"),
-            ascending=True,
-        )
-        for record in successes.records:
+        for record in self.status_changes(dg.DagsterEventType.RUN_SUCCESS, "run_successes"):
             run = self.instance.get_run_by_id(record.run_id)
             key = run_key(self.instance, run) if run else None
             opened = self.state["open"].get(key) if key else None
@@ -199,8 +195,6 @@ class Tick:
             self.outbox.append(
                 run_alert(self.instance, run, "", "recovered", opened["since"], self.now, base)
             )
-        if successes.cursor:
-            self.state["run_successes"] = successes.cursor
 
     # --- delivery ------------------------------------------------------------------
 

@@ -22,16 +22,6 @@ EXPERIMENT = "e2i_test"
 MODEL = "e2i_test_model"
 
 
-@pytest.fixture(scope="module")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite DB with the schema created once (~1.4 s), copied by every test."""
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
 def _home(home: Path, template_db: Path) -> MlflowResource:
     """A home whose tracking DB is the default one, `<home>/mlflow/mlflow.db`."""
     db = home / "mlflow" / "mlflow.db"

@@ -33,16 +33,6 @@ EXPERIMENT = "e2i_test"
 MODEL = "e2i_test_model"
 
 
-@pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An MLflow SQLite DB with the schema created once (~1.4 s), copied by every test."""
-    from mlflow.tracking import MlflowClient
-
-    db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
-    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
 def tracking(tmp_path: Path, template_db: Path) -> MlflowResource:
     db = tmp_path / "mlflow" / "mlflow.db"
