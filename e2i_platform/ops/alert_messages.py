@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import dagster as dg
 
+from e2i_platform.ops.freshness_sensor import ATTEMPT_TAG
 from e2i_platform.ops.progress import failure_text
 from e2i_platform.resources.notifier import Alert
 
@@ -92,6 +93,9 @@ def check_alert(
     if state == "recovered":
         what = f"{key.name} on {asset} passes again: {evaluation.description or 'passed'}"
         evidence = []
+    elif kind == "escalation":  # what the sensor gave up on leads; the views follow
+        what = _value(evaluation.metadata["sensor_action"])
+        evidence = evidence_lines(evaluation.metadata)
     else:
         what = evaluation.description or f"{key.name} on {asset} failed"
         evidence = evidence_lines(evaluation.metadata)
@@ -162,6 +166,14 @@ def run_alert(instance, run, failure_message: str, state: str, since: float, now
     refused = [f for f in failures if f[2]]
     verb = "was refused" if refused and len(refused) == len(failures) else "failed"
     evidence = [f"launched by {launched_by(run.tags)}"]
+    # The freshness sensor's own refresh attempts: it retries them with back-off and
+    # pages when it escalates, so each failed attempt notifies rather than pages.
+    attempt = run.tags.get(ATTEMPT_TAG)
+    if attempt:
+        evidence.append(
+            f"refresh attempt {attempt.rsplit('-', 1)[-1]} of the freshness sensor: retried "
+            "with back-off, escalated (paged) after refresh.attempts"
+        )
     for step, message, closed in failures[:TOP_RULES]:
         lines = message.strip().splitlines() or [message]
         gates = f" (closed gates: {', '.join(closed)})" if closed else ""
@@ -177,7 +189,7 @@ def run_alert(instance, run, failure_message: str, state: str, since: float, now
         key=run_key(instance, run),
         kind="run",
         state=state,
-        severity="ERROR",
+        severity="WARN" if attempt else "ERROR",
         subject=f"run {scope} {verb}",
         what=f"run {run.run_id} of {scope} {verb}"
         + (f": {len(failures)} step(s) failed" if failures else f": {failure_message}"),

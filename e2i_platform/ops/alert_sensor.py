@@ -55,6 +55,11 @@ def failure_identity(evaluation, target: str) -> str:
     return "|".join(parts)
 
 
+def closing(recovery: Alert, opened: dict) -> Alert:
+    """A recovery on the route of the alert it closes (a WARN closes on notify)."""
+    return Alert.from_dict({**recovery.as_dict(), "severity": opened["alert"]["severity"]})
+
+
 def _target(evaluation, record) -> str:
     data = evaluation.target_materialization_data
     if data is not None:
@@ -119,11 +124,10 @@ class Tick:
         if evaluation.passed:
             if opened:
                 del self.state["open"][akey]
-                self.outbox.append(
-                    check_alert(
-                        key, evaluation, record.run_id, "recovered", opened["since"], self.now, base
-                    )
+                alert = check_alert(
+                    key, evaluation, record.run_id, "recovered", opened["since"], self.now, base
                 )
+                self.outbox.append(closing(alert, opened))
             return
         identity = failure_identity(evaluation, _target(evaluation, record))
         if opened and opened["identity"] == identity:
@@ -192,9 +196,8 @@ class Tick:
             if not opened or record.storage_id < opened["storage_id"]:
                 continue
             del self.state["open"][key]
-            self.outbox.append(
-                run_alert(self.instance, run, "", "recovered", opened["since"], self.now, base)
-            )
+            alert = run_alert(self.instance, run, "", "recovered", opened["since"], self.now, base)
+            self.outbox.append(closing(alert, opened))
 
     # --- delivery ------------------------------------------------------------------
 

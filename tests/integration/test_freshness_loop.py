@@ -135,7 +135,12 @@ def test_a_stopped_redis_is_retried_with_back_off_escalated_then_refilled_when_b
     assert kinds.count(("freshness", "firing")) == 1, kinds
     assert kinds.count(("escalation", "firing")) == 1, kinds
     (page,) = [d for d in hooks.on("/hook") if d["kind"] == "escalation"]
+    assert page["route"] == "page" and page["what"].startswith("escalated: 3 refresh(es)")
     assert any("[store]" in e and "ConnectionError" in e for e in page["evidence"]), page
+    # Each failed attempt only notifies: the loop retries it and pages when it escalates.
+    attempts = [d for d in hooks.on("/hook") if d["kind"] == "run"]
+    assert len(attempts) == 3 and {d["route"] for d in attempts} == {"notify"}, attempts
+    assert all(any("refresh attempt" in e for e in d["evidence"]) for d in attempts)
 
     # Redis comes back empty: serving-stale now (a new state), healed by one incremental
     # refresh that refills every view from what the store holds.

@@ -291,3 +291,40 @@ def test_a_tick_during_the_run_does_not_lose_the_evaluation_that_follows(receive
     assert [(d["check"], d["state"], d["what"]) for d in gates] == [
         ("slow_gate", "firing", "slow gate failed")
     ]
+
+
+def test_a_warning_notifies_and_its_recovery_stays_on_the_notify_route(receivers, instance):
+    hooks, mail = receivers
+    state = {"passed": False}
+
+    @dg.asset(name="warned_table")
+    def warned_table() -> int:
+        return 1
+
+    @dg.asset_check(asset=warned_table, name="soft_gate")
+    def soft_gate() -> dg.AssetCheckResult:
+        if state["passed"]:  # as lib.gate_results passes: with its default severity, ERROR
+            return dg.AssetCheckResult(passed=True, description="soft")
+        return dg.AssetCheckResult(
+            passed=False, severity=dg.AssetCheckSeverity.WARN, description="soft"
+        )
+
+    defs = dg.Definitions.merge(
+        definitions(load_settings()),
+        dg.Definitions(assets=[warned_table], asset_checks=[soft_gate]),
+    )
+    dg.materialize([warned_table, soft_gate], instance=instance)
+    cursor, _ = _tick(defs, instance, None)
+    state["passed"] = True
+    dg.materialize([warned_table, soft_gate], instance=instance)
+    _tick(defs, instance, cursor)
+    soft = [d for d in hooks.on("/hook") if d["check"] == "soft_gate"]
+    assert [(d["state"], d["route"]) for d in soft] == [
+        ("firing", "notify"),
+        ("recovered", "notify"),
+    ]
+    assert _slack_titles(hooks) == [
+        "[E2I NOTICE] FAILING: gate warned_table/soft_gate (WARN)",
+        "[E2I NOTICE] RECOVERED: gate warned_table/soft_gate (WARN)",
+    ]
+    assert mail.messages == []  # e-mail is on the page route only
