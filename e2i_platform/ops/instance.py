@@ -39,6 +39,15 @@ def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
     return home
 
 
+def use_instance(settings: Settings) -> Path:
+    """Prepare DAGSTER_HOME and make it this process's instance (what
+    `dg.DagsterInstance.get()` and the processes it starts open): `make run`, `make
+    rollback` and `make report` all read and write the one instance."""
+    home = prepare_instance(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
+    return home
+
+
 def write_dotenv(settings: Settings, home: Path, dotenv: Path = REPO_ROOT / ".env") -> bool:
     """Set DAGSTER_HOME in `dotenv` when `settings` use the default home (another home is
     a deliberate choice, e.g. a test's, and must not redirect the developer's CLIs);

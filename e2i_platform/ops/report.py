@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import sys
 import textwrap
@@ -267,13 +266,11 @@ def main(argv: list[str] | None = None) -> int:
             f"--until {args.until or 'now'!r} ({when(period['until'])})"
         )
 
-    # The instance `make run` uses, opened the way it opens it.
-    from e2i_platform.ops.instance import prepare_instance
+    from e2i_platform.ops.instance import use_instance
     from e2i_platform.settings import load_settings
 
     settings = load_settings()
-    home = prepare_instance(settings)
-    os.environ["DAGSTER_HOME"] = str(home)
+    home = use_instance(settings)  # the instance `make run` uses
 
     from e2i_platform.definitions import build_definitions
 

@@ -119,13 +119,11 @@ def main(argv: list[str]) -> int:
     if not args.reason.strip():
         parser.error("--reason must say why")
 
-    import os
-
-    from e2i_platform.ops.instance import prepare_instance
+    from e2i_platform.ops.instance import use_instance
     from e2i_platform.settings import load_settings
 
     settings = load_settings()
-    os.environ["DAGSTER_HOME"] = str(prepare_instance(settings))
+    use_instance(settings)
     from e2i_platform.definitions import build_definitions
 
     defs = build_definitions(settings)

@@ -41,12 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from e2i_platform.ops.instance import prepare_instance
+    from e2i_platform.ops.instance import use_instance
     from e2i_platform.settings import load_settings
 
     settings = load_settings()
-    home = prepare_instance(settings)
-    os.environ["DAGSTER_HOME"] = str(home)
+    home = use_instance(settings)
 
     from e2i_platform.lib.known_warnings import ignore_known, with_known_ignored
 
