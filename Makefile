@@ -10,7 +10,7 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run report dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
+.PHONY: help install run report releases dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
@@ -20,6 +20,7 @@ help:
 	@echo "make dev    - Dagster UI on http://$(HOST):$(PORT) (same instance as make run)"
 	@echo "make feast ARGS=plan - the Feast CLI on feature_repo/ with the platform's settings"
 	@echo "make rollback REASON=\"...\" - make the previous release's model champion again"
+	@echo "make releases [REPAIR=\"why\"] - releases with their verification status; REPAIR= recovers a broken CURRENT"
 	@echo "make mutation - mutation score of the gate modules against the fast lanes (ARGS=\"--module lib/gates.py\")"
 	@echo "make bench  - benchmarks;  make lint - ruff;  make clean - remove .venv and .e2i"
 
@@ -49,6 +50,10 @@ dev: $(STAMP)
 rollback: $(STAMP)
 	@test -n "$(REASON)" || { echo 'make rollback needs REASON="why"' >&2; exit 2; }
 	$(PY) -m e2i_platform.ops.rollback --reason "$(REASON)"
+
+# Releases with their verification status; REPAIR="why" recovers a broken CURRENT (ARGS="--to RELEASE_ID").
+releases: $(STAMP)
+	$(PY) -m e2i_platform.ops.releases $(if $(REPAIR),--repair --reason "$(REPAIR)") $(ARGS)
 
 # The Feast CLI on feature_repo/ with the platform's settings, e.g. make feast ARGS=plan
 feast: $(STAMP)

@@ -30,14 +30,17 @@ class RollbackConfig(dg.Config):
 
 
 def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) -> None:
-    """Publish the rollback release as champion_model's value and log its materialization,
-    versioned like one of the asset's own (code version, inputs it stands on)."""
+    """Publish the rollback (or repair: `ops.releases`) release as champion_model's value
+    and log its materialization, versioned like one of the asset's own (code version,
+    inputs it stands on)."""
     from e2i_platform.lib.versions import DATA_VERSION_TAG, INPUT_VERSION_PREFIX, platform_version
     from e2i_platform.resources.publication import Publications, write_json
 
     name = CHAMPION.to_user_string()
     pubs = Publications(settings.home / "warehouse")
-    record = {**manifest, "decision": f"rolled back: {manifest['reason']}"}
+    kind = manifest["kind"]
+    verb = {"rollback": "rolled back", "repair": "repaired"}[kind]
+    record = {**manifest, "decision": f"{verb}: {manifest['reason']}"}
     pubs.stage(name, context.run_id, "json", lambda p: write_json(record, p))
     with pubs.lock(name):
         published = pubs.publish(name, context.run_id, "json", [])
@@ -46,7 +49,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     tags = {
         DATA_VERSION_TAG: manifest["release_id"],
         "dagster/code_version": platform_version(settings, "promotion"),
-        "e2i/rollback": manifest["release_id"],
+        f"e2i/{kind}": manifest["release_id"],
     }
     for parent, event in latest.items():
         version = (event.asset_materialization.tags or {}).get(DATA_VERSION_TAG) if event else None
@@ -55,14 +58,19 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     context.log_event(
         dg.AssetMaterialization(
             asset_key=CHAMPION,
-            description=f"rollback to release {manifest['restores_release']}: {manifest['reason']}",
+            description=f"{kind} to release {manifest['restores_release']}: {manifest['reason']}",
             tags=tags,
             metadata={
                 "release_id": manifest["release_id"],
                 "decision": record["decision"],
-                "kind": "rollback",
+                "kind": kind,
                 "restores_release": manifest["restores_release"],
-                "rolled_back_release": manifest["rolled_back_release"],
+                "restored_manifest": manifest["restored_manifest_verification"],
+                **(
+                    {"rolled_back_release": manifest["rolled_back_release"]}
+                    if kind == "rollback"
+                    else {"replaced_current": dg.MetadataValue.json(manifest["replaced_current"])}
+                ),
                 "reason": manifest["reason"],
                 "path": dg.MetadataValue.path(str(pubs.warehouse / published["path"])),
                 "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
@@ -96,6 +104,7 @@ def rollback_champion(
             "release_id": manifest["release_id"],
             "restores_release": manifest["restores_release"],
             "rolled_back_release": manifest["rolled_back_release"],
+            "restored_manifest": manifest["restored_manifest_verification"],
             "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
         }
     )

@@ -136,11 +136,21 @@ def _select(parser, decisions: list, names: str) -> list:
 
 def _ending(settings, stopped_by: list[str]) -> None:
     """What matters after a run: the release in service, what stopped, what to do next."""
-    from e2i_platform.promotion.release import current_release, manifest_path
+    from e2i_platform.promotion.release import (
+        ReleaseIntegrityError,
+        current_release,
+        manifest_path,
+        verification,
+    )
 
-    release = current_release(settings.home)
+    try:
+        release, broken = current_release(settings.home), None
+    except ReleaseIntegrityError as exc:
+        release, broken = None, str(exc)
     print()
-    if release is None:
+    if broken is not None:
+        print(f"Champion: UNUSABLE: {broken}")
+    elif release is None:
         print("Champion: none released yet (releases/CURRENT does not exist)")
     else:
         model = release.get("model", {})
@@ -150,7 +160,7 @@ def _ending(settings, stopped_by: list[str]) -> None:
         manifest = manifest_path(settings.home, release["release_id"])
         print(
             f"Champion: release {release['release_id']} ({release.get('kind', 'promotion')}), "
-            f"model version {version}{auc_text}; manifest {manifest}"
+            f"model version {version}{auc_text}; manifest {manifest} ({verification(release)})"
         )
     if stopped_by:
         print(f"Stopped by: {'; '.join(stopped_by)}")

@@ -167,6 +167,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
         manifest_path,
         new_release_id,
         promote,
+        verification,
     )
     from e2i_platform.training.model_run import model_path, service_spec
 
@@ -229,6 +230,8 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "decision": dg.MetadataValue.text(record["decision"]),
             "reused": dg.MetadataValue.bool(record["decision"] != "promoted"),
             "manifest": dg.MetadataValue.path(str(manifest_path(home, record["release_id"]))),
+            # "verified", or "unverified (written before hashes)" for an old release kept
+            "manifest_verification": dg.MetadataValue.text(verification(record)),
             "previous_release": dg.MetadataValue.text(str(record.get("previous_release"))),
             "mlflow_alias": dg.MetadataValue.json(record.get("mlflow_alias", {})),
             **mlflow.model_links(record["model"].get("mlflow", {})),
@@ -259,7 +262,7 @@ def patient_risk_scores(
     contract. Refused while the online store's `freshness` gate does not hold. Patients
     the online store does not hold are scored on missing values and counted."""
     from e2i_platform.lib.table_metadata import contract_docs, table_metadata
-    from e2i_platform.promotion.release import current_release
+    from e2i_platform.promotion.release import current_release, verification
     from e2i_platform.promotion.scoring import score_current_patients
 
     settings = e2i_config.settings()
@@ -294,6 +297,7 @@ def patient_risk_scores(
             else dg.MetadataValue.text("none"),
             "release_id": dg.MetadataValue.text(release["release_id"]),
             "release_kind": dg.MetadataValue.text(release.get("kind", "promotion")),
+            "manifest_verification": dg.MetadataValue.text(verification(release)),
             "champion_model_record": dg.MetadataValue.text(champion_model["release_id"]),
             **stats,
         },

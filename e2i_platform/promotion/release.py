@@ -5,13 +5,25 @@ never changed; `$E2I_HOME/releases/CURRENT` names the current one and is replace
 atomically, after the manifest exists. The MLflow alias `champion` follows
 CURRENT. A rollback is itself a release (kind "rollback") that points the alias
 and CURRENT back at the model of the release before the current one.
+
+Integrity: each manifest records `content_sha256`, the sha256 of its canonical content
+(`manifest_sha256`: compact JSON, sorted keys, without that field). Every reader goes
+through `read_manifest`, which refuses a manifest that is missing, not a JSON object,
+filed under another release id, or whose content no longer matches its hash; the error
+names the manifest, the expected and actual hashes, and -- when `releases/CURRENT` named
+it -- the CURRENT file and the recovery command (`repair`, `ops.releases`). Manifests
+written before hashes have no `content_sha256`: they are read, and reported as
+"unverified (written before hashes)" (`verification`), never as verified.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import tempfile
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,23 +40,151 @@ def manifest_path(home: Path, release_id: str) -> Path:
     return releases_dir(home) / release_id / "manifest.json"
 
 
-def read_manifest(home: Path, release_id: str) -> dict:
+CONTENT_HASH = "content_sha256"
+VERIFIED = "verified"
+UNVERIFIED = "unverified (written before hashes)"
+REPAIR_COMMAND = (
+    'make releases REPAIR="<why>" (or: python -m e2i_platform.ops.releases --repair '
+    '--reason "<why>")'
+)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+class ReleaseIntegrityError(RuntimeError):
+    """A release manifest, or releases/CURRENT, that cannot be trusted."""
+
+
+def manifest_sha256(manifest: dict) -> str:
+    """sha256 of the manifest's canonical content: compact JSON with sorted keys, without
+    the `content_sha256` field itself."""
+    content = {k: v for k, v in manifest.items() if k != CONTENT_HASH}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def verification(manifest: dict) -> str:
+    """How far a manifest that `read_manifest` returned is verified: "verified" (its
+    content matches its hash), or "unverified (written before hashes)"."""
+    return VERIFIED if CONTENT_HASH in manifest else UNVERIFIED
+
+
+@dataclass(frozen=True)
+class ManifestCheck:
+    """One release directory's manifest as found on disk."""
+
+    release_id: str
+    path: Path
+    manifest: dict | None  # None when `problem` says why it cannot be used
+    problem: str | None  # "is missing", "is not readable JSON (...)", "does not match ..."
+
+    @property
+    def status(self) -> str:
+        if self.problem is not None:
+            return "BROKEN: " + self.problem
+        return verification(self.manifest)
+
+
+def check_manifest(home: Path, release_id: str) -> ManifestCheck:
+    """Read and verify one manifest, without raising: what is wrong with it, if anything."""
     path = manifest_path(home, release_id)
+
+    def broken(problem: str) -> ManifestCheck:
+        return ManifestCheck(release_id, path, None, problem)
+
+    if not path.exists():
+        return broken("is missing")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise RuntimeError(f"release {release_id}: unreadable manifest {path}: {exc}") from exc
+        return broken(f"is not readable JSON ({type(exc).__name__}: {exc})")
+    if not isinstance(manifest, dict):
+        return broken(f"does not hold a JSON object (it holds a {type(manifest).__name__})")
+    if manifest.get("release_id") != release_id:
+        return broken(
+            f"names release {manifest.get('release_id')!r}, not {release_id!r} (its directory)"
+        )
+    if CONTENT_HASH in manifest:
+        expected, actual = manifest[CONTENT_HASH], manifest_sha256(manifest)
+        if not (isinstance(expected, str) and _SHA256.fullmatch(expected)) or expected != actual:
+            return broken(
+                f"does not match its content hash: expected {CONTENT_HASH} {expected} (recorded "
+                f"in it), actual {actual} (of its content now); it was changed after it was "
+                "written"
+            )
+    return ManifestCheck(release_id, path, manifest, None)
+
+
+def read_manifest(home: Path, release_id: str) -> dict:
+    """The manifest of a release, verified against its content hash (see the module doc);
+    `ReleaseIntegrityError` naming the file and what is wrong otherwise."""
+    check = check_manifest(home, release_id)
+    if check.problem is not None:
+        raise ReleaseIntegrityError(
+            f"release {release_id}: manifest {check.path} {check.problem}. Restore it from a "
+            f"backup, or set it aside and point CURRENT at an intact release: {REPAIR_COMMAND}"
+        )
+    return check.manifest
+
+
+def current_pointer(home: Path) -> Path:
+    return releases_dir(home) / "CURRENT"
+
+
+def current_release_id(home: Path) -> str | None:
+    """The release CURRENT names; None when no release was made yet. An error when CURRENT
+    is unreadable or empty, or missing while releases exist (never "no champion")."""
+    pointer = current_pointer(home)
+    if not pointer.exists():
+        if existing := release_ids(home):
+            raise ReleaseIntegrityError(
+                f"releases/CURRENT ({pointer}) is missing, but {len(existing)} release(s) "
+                f"exist under {releases_dir(home)} (newest {existing[-1]}). Recover: "
+                f"{REPAIR_COMMAND}"
+            )
+        return None
+    try:
+        release_id = pointer.read_text().strip()
+    except (OSError, ValueError) as exc:
+        raise ReleaseIntegrityError(
+            f"releases/CURRENT ({pointer}) is not readable ({type(exc).__name__}: {exc}). "
+            f"Recover: {REPAIR_COMMAND}"
+        ) from None
+    if not release_id or "/" in release_id or release_id.startswith("."):
+        raise ReleaseIntegrityError(
+            f"releases/CURRENT ({pointer}) does not name a release (it holds {release_id!r}). "
+            f"Recover: {REPAIR_COMMAND}"
+        )
+    return release_id
 
 
 def current_release(home: Path) -> dict | None:
-    pointer = releases_dir(home) / "CURRENT"
-    if not pointer.exists():
+    """The manifest CURRENT names, verified; None when no release was made yet."""
+    release_id = current_release_id(home)
+    if release_id is None:
         return None
-    return read_manifest(home, pointer.read_text().strip())
+    check = check_manifest(home, release_id)
+    if check.problem is not None:
+        raise ReleaseIntegrityError(
+            f"releases/CURRENT ({current_pointer(home)}) names release {release_id}, but its "
+            f"manifest {check.path} {check.problem}. Nothing scores, compares, promotes or "
+            f"rolls back with it. Recover: {REPAIR_COMMAND} -- it lists every release with "
+            "its verification status, sets broken manifests aside and points CURRENT at the "
+            "newest intact release, recorded as a release of kind repair."
+        )
+    return check.manifest
+
+
+def release_ids(home: Path) -> list[str]:
+    """Every release directory's id, oldest first (release ids sort by time); directories
+    whose name starts with a dot (the set-aside ones) are not releases."""
+    root = releases_dir(home)
+    if not root.exists():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def all_releases(home: Path) -> list[dict]:
-    """Every release manifest, oldest first (release ids sort by time)."""
+    """Every release manifest, oldest first, each verified (`read_manifest`)."""
     root = releases_dir(home)
     if not root.exists():
         return []
@@ -73,12 +213,18 @@ def new_release_id(kind: str) -> str:
 
 
 def publish(home: Path, manifest: dict) -> Path:
-    """Write the manifest (new directory, atomic file), then move CURRENT to it."""
+    """Write the manifest with its content hash (new directory, atomic file), then move
+    CURRENT to it. `manifest` gains its `content_sha256`."""
     root = releases_dir(home)
     directory = root / manifest["release_id"]
     directory.mkdir(parents=True, exist_ok=False)
     path = directory / "manifest.json"
-    atomic_write_json(manifest, path)
+    # The content as readers will see it (JSON types), hashed; then written atomically.
+    content = json.loads(
+        json.dumps({k: v for k, v in manifest.items() if k != CONTENT_HASH}, default=str)
+    )
+    manifest[CONTENT_HASH] = manifest_sha256(content)
+    atomic_write_json({**content, CONTENT_HASH: manifest[CONTENT_HASH]}, path)
     fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=root)
     with os.fdopen(fd, "w") as f:
         f.write(manifest["release_id"] + "\n")
@@ -150,6 +296,7 @@ def _rollback(home: Path, mlflow, reason: str) -> dict:
         "created_at": datetime.now(UTC).isoformat(),
         "reason": reason,
         "restores_release": previous_id,
+        "restored_manifest_verification": verification(target),
         "rolled_back_release": current["release_id"],
         "previous_release": current["release_id"],
         "gates": target["gates"],
@@ -186,3 +333,141 @@ def promote(home: Path, mlflow, manifest: dict) -> dict:
     manifest["mlflow_alias"] = _move_alias(mlflow, version)
     publish(home, manifest)
     return manifest
+
+
+SET_ASIDE = ".set_aside"
+
+
+def repair(home: Path, mlflow, reason: str, to: str | None = None) -> dict:
+    """Recover from broken manifests, under the releases lock: every release whose manifest
+    is broken (missing, not JSON, failing its hash) is moved to `releases/.set_aside/`
+    with a note saying why, and -- when CURRENT names a broken release, or cannot be read
+    -- a new release of kind "repair" makes the model of the newest intact release
+    champion again (or of release `to`), as a rollback does. Returns what was done:
+    `release` (the repair manifest, or None when CURRENT was intact), `set_aside`,
+    `current_was` and its `problem`."""
+    with release_lock(home):
+        return _repair(home, mlflow, reason, to)
+
+
+def repair_candidates(home: Path, checks: list[ManifestCheck]) -> list[ManifestCheck]:
+    """Intact releases whose model file is present and unchanged and whose model no intact
+    rollback took out of service, newest first: what a repair may point CURRENT at."""
+    from e2i_platform.lib.versions import file_mismatch
+    from e2i_platform.training.model_run import model_path
+
+    intact = {c.release_id: c.manifest for c in checks if c.problem is None}
+    rolled_back = _rollbacks_by_model(intact)
+    out = []
+    for check in reversed(checks):
+        model = (check.manifest or {}).get("model", {})
+        if check.problem is not None or model.get("model_sha256") in rolled_back:
+            continue
+        try:
+            path = model_path(home, model, f"release {check.release_id}")
+        except (KeyError, ValueError):
+            continue
+        if file_mismatch(path, model["model_sha256"]) is None:
+            out.append(check)
+    return out
+
+
+def _repair(home: Path, mlflow, reason: str, to: str | None) -> dict:
+    from e2i_platform.lib.home_paths import stored
+    from e2i_platform.training.model_run import model_path
+
+    root = releases_dir(home)
+    checks = [check_manifest(home, i) for i in release_ids(home)]
+    broken = [c for c in checks if c.problem is not None]
+    try:
+        current_id, current_problem = current_release_id(home), None
+    except ReleaseIntegrityError as exc:
+        current_id, current_problem = None, str(exc)
+    if current_id is not None:
+        current_check = next((c for c in checks if c.release_id == current_id), None)
+        current_check = current_check or check_manifest(home, current_id)
+        current_problem = current_check.problem and f"manifest {current_check.path} " + (
+            current_check.problem
+        )
+    stamp = datetime.now(UTC)
+    outcome: dict = {
+        "release": None,
+        "current_was": current_id,
+        "problem": current_problem,
+        "set_aside": [
+            {
+                "release_id": c.release_id,
+                "problem": c.problem,
+                "moved_to": str(Path(SET_ASIDE) / f"{c.release_id}.{stamp:%Y%m%dT%H%M%S%fZ}"),
+            }
+            for c in broken
+        ],
+    }
+    if current_problem is None and to is not None:
+        raise ReleaseIntegrityError(
+            f"repair: releases/CURRENT ({current_pointer(home)}) names release {current_id}, "
+            "which is intact; to restore an earlier model use `make rollback REASON=...`; "
+            "nothing was changed"
+        )
+    if current_problem is not None:
+        candidates = repair_candidates(home, checks)
+        if to is not None:
+            chosen = [c for c in candidates if c.release_id == to]
+            if not chosen:
+                why = next((c.status for c in checks if c.release_id == to), "does not exist")
+                raise ReleaseIntegrityError(
+                    f"repair: release {to} cannot be restored ({why}; or its model file is "
+                    "missing or changed, or its model was rolled back); intact candidates: "
+                    f"{', '.join(c.release_id for c in candidates) or 'none'}; nothing was "
+                    "changed"
+                )
+            candidates = chosen
+        if not candidates:
+            raise ReleaseIntegrityError(
+                f"repair: no intact release under {root} to point CURRENT at (every manifest "
+                "is broken, or its model file is missing or changed, or its model was rolled "
+                "back); restore releases/ from a backup or promote a model with make run; "
+                "nothing was changed"
+            )
+        target = candidates[0].manifest
+        model_file = model_path(home, target["model"], f"release {target['release_id']}")
+        version = target["model"].get("mlflow", {}).get("model_version")
+        manifest = {
+            **{k: target[k] for k in ("metrics", "params", "data_versions", "features")},
+            "model": {**target["model"], "model_file": stored(home, model_file)},
+            "release_id": new_release_id("repair"),
+            "kind": "repair",
+            "created_at": stamp.isoformat(),
+            "reason": reason,
+            "restores_release": target["release_id"],
+            "restored_manifest_verification": verification(target),
+            "replaced_current": {"release_id": current_id, "problem": current_problem},
+            "set_aside": outcome["set_aside"],
+            # The broken release is no history to walk back through: a later rollback
+            # starts from the restored release.
+            "previous_release": target["release_id"],
+            "gates": target["gates"],
+            "code_version": target["code_version"],
+            "mlflow_alias": _move_alias(mlflow, version),
+        }
+        publish(home, manifest)
+        outcome["release"] = manifest
+    for entry, check in zip(outcome["set_aside"], broken, strict=True):
+        _set_aside(root, check, entry, reason, outcome["release"])
+    return outcome
+
+
+def _set_aside(root: Path, check: ManifestCheck, entry: dict, reason: str, release) -> None:
+    """Move a broken release's directory out of the releases (kept for inspection), with a
+    note of why, when, and which repair release replaced it."""
+    destination = root / entry["moved_to"]
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(root / check.release_id, destination)
+    note = {
+        **entry,
+        "manifest": str(check.path),
+        "reason": reason,
+        "set_aside_at": datetime.now(UTC).isoformat(),
+        "repair_release": release["release_id"] if release else None,
+    }
+    atomic_write_json(note, destination / "set_aside.json")

@@ -83,10 +83,12 @@ def _differences(before: dict, after: dict, reads: bool) -> list[str]:
 
 def _as_written_before(copy: Path, original: Path) -> list[Path]:
     """Make the copy's release manifests name their model by its absolute path in the
-    original home, as manifests were written before paths were stored relative."""
+    original home, as manifests were written before paths were stored relative (and so
+    before they carried a content hash)."""
     manifests = sorted((copy / "releases").glob("*/manifest.json"))
     for path in manifests:
         manifest = json.loads(path.read_text())
+        manifest.pop("content_sha256")
         manifest["model"]["model_file"] = str(original / manifest["model"]["model_file"])
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifests
