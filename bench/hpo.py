@@ -3,8 +3,9 @@
 1. Warm vs cold start. Per seed: a past study (30 trials) on one sample of a
    synthetic discontinuation-like problem; then, on a new sample of the same
    problem, a cold study and a study warm started by the platform's `warm_start`
-   from the past one (its trials copied for the sampler, its best five parameter
-   sets re-evaluated first). Figure: trials each needed to reach the cold study's
+   from the past one (its trials copied for the sampler, as PRUNED trials holding
+   their past value at the last round, its best five parameter sets re-evaluated
+   first). Figure: trials each needed to reach the cold study's
    best value (only trials evaluated on the new data count), median over the
    seeds. The validation split has 20,000 rows, so that "reaching the best" is
    about the parameters, not about which configuration got lucky on a small
@@ -127,7 +128,7 @@ def warm_vs_cold(seed: int) -> dict:
     warm, _ = _study(storage, "warm", seed + 100)
     current = _fingerprint(new_data)
     warm.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
-    plan = warm_start(warm, storage, current, cfg.warm_start, space)
+    plan = warm_start(warm, storage, current, cfg.warm_start, space, final_step=ROUNDS)
     target = Objective(new_data, space, 7, ROUNDS, 20)
     for _ in range(TRIALS):
         warm.optimize(target, n_trials=1)

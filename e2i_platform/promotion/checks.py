@@ -2,7 +2,8 @@
 config/promotion.yaml) and the `schema` gate on `patient_risk_scores`.
 
 Each gate reports what it observed and the threshold it compared with; a gate that
-cannot measure (no comparable region, say) fails: unmeasured is never a pass.
+cannot measure (no comparable region, a cost not found in the event log, say) fails:
+unmeasured is never a pass.
 """
 
 from __future__ import annotations
@@ -125,6 +126,63 @@ def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asse
     )
 
 
+def cost_verdict(evaluation: dict, limits) -> dg.AssetCheckResult:
+    """What the model cost to produce, its size on disk and its scoring cost per 1M rows
+    (one core), each against its limit; one not measured fails the gate."""
+    cost = evaluation.get("cost") or {}
+    production = cost.get("production") or {"measured": False, "why": "not in the evaluation"}
+    size = cost.get("model_size") or {"measured": False, "why": "not in the evaluation"}
+    scoring = cost.get("scoring") or {}
+    measures = {
+        "production_seconds": (
+            production.get("seconds") if production.get("measured") else None,
+            limits.max_production_seconds,
+            production.get("why"),
+            "s to produce (HPO + training)",
+        ),
+        "model_mb": (
+            size.get("mb") if size.get("measured") else None,
+            limits.max_model_mb,
+            size.get("why"),
+            "MiB on disk",
+        ),
+        "scoring_cpu_seconds_per_million": (
+            scoring.get("cpu_seconds"),
+            limits.max_scoring_cpu_seconds_per_million,
+            "scoring cost not in the evaluation (evaluated before the cost gate existed)",
+            "CPU-s per 1M rows on one core",
+        ),
+    }
+    problems, observed = [], []
+    for name, (value, limit, why, unit) in measures.items():
+        if value is None:
+            problems.append(f"{name} cannot be measured: {why}")
+        elif value > limit:
+            problems.append(f"{name} {value:g} > limit {limit:g} {unit}")
+        else:
+            observed.append(f"{name} {value:g} <= {limit:g}")
+    passed = not problems
+    summary = (
+        "cost ok: " + "; ".join(observed)
+        if passed
+        else "cost not within its limits: " + "; ".join(problems)
+    )
+    extra = {}
+    for name, (value, limit, _, _) in measures.items():
+        extra[f"observed_{name}"] = value
+        extra[f"threshold_max_{name}"] = limit
+    return _result(passed, summary, evaluation, **extra, cost=cost)
+
+
+@gate_check(
+    asset="model_evaluation",
+    description="What the model cost to produce (HPO + training step seconds), its size "
+    "on disk and its scoring CPU seconds per 1M rows on one core <= the configured limits.",
+)
+def cost_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+    return cost_verdict(model_evaluation, e2i_config.settings().promotion.cost_gate)
+
+
 @gate_check(
     asset="patient_risk_scores",
     name="schema",
@@ -146,4 +204,11 @@ def risk_scores_schema(patient_risk_scores, e2i_config: ConfigResource) -> dg.As
 
 
 def promotion_checks() -> list[dg.AssetChecksDefinition]:
-    return [quality_gate, calibration_gate, latency_gate, fairness_gate, risk_scores_schema]
+    return [
+        quality_gate,
+        calibration_gate,
+        latency_gate,
+        fairness_gate,
+        cost_gate,
+        risk_scores_schema,
+    ]

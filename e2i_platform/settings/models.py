@@ -308,6 +308,10 @@ class OptunaSettings(Strict):
     timeout_s: float | None = Field(600, gt=0)
     max_boost_rounds: int = Field(300, ge=10)
     early_stopping_rounds: int = Field(30, ge=1)
+    # RDB storage: a trial's process writes a heartbeat this often; a RUNNING trial silent
+    # longer than the grace period (> interval) is failed when any trial of its study starts.
+    heartbeat_interval_s: int = Field(30, ge=1)
+    heartbeat_grace_s: int = Field(120, ge=2)
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
     warm_start: WarmStartSettings = WarmStartSettings()
@@ -356,11 +360,23 @@ class FairnessGateSettings(Strict):
     min_region_rows: int = Field(30, ge=1)
 
 
+class CostGateSettings(Strict):
+    # What producing the model took: wall seconds of the hpo_study and trained_model
+    # steps that produced it (a reused study or model counts what it cost then).
+    max_production_seconds: float = Field(gt=0)
+    # The files the trained model wrote (model.txt, metrics.json, metadata.json).
+    max_model_mb: float = Field(gt=0)
+    # CPU seconds to score 1M rows on one core (LightGBM num_threads=1), measured in
+    # model_evaluation with the latency gate's batches.
+    max_scoring_cpu_seconds_per_million: float = Field(gt=0)
+
+
 class PromotionSettings(Strict):
     quality_gate: QualityGateSettings
     calibration_gate: CalibrationGateSettings
     latency_gate: LatencyGateSettings
     fairness_gate: FairnessGateSettings
+    cost_gate: CostGateSettings
 
 
 CONFIG_FILES: dict[str, type[Strict]] = {

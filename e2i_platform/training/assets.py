@@ -148,6 +148,12 @@ def hpo_study(
             "baseline_logreg_valid_auc": dg.MetadataValue.float(record["baseline"]["valid_auc"]),
             "best_params": dg.MetadataValue.json(record["best_params"]),
             "warm_start": dg.MetadataValue.json(record["warm_start"]),
+            # Optuna's own best_trial (what optuna-dashboard shows): the same trial.
+            "optuna_best_trial": dg.MetadataValue.int(record["optuna_best_trial"])
+            if record.get("optuna_best_trial") is not None
+            else dg.MetadataValue.text("none"),
+            # Trials of crashed processes that the heartbeat ended as FAIL.
+            "heartbeat": dg.MetadataValue.json(record.get("heartbeat", {})),
             "tuning_sample": dg.MetadataValue.json(record["tuning_sample"]),
             "mlflow": dg.MetadataValue.json(record["mlflow"]),
             **mlflow.ui_links(run_id=record["mlflow"]["study_run_id"]),
@@ -207,16 +213,36 @@ def trained_model(
     io_manager_key="records",
 )
 def model_evaluation(
-    training_dataset, trained_model: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+    context: dg.AssetExecutionContext,
+    training_dataset,
+    trained_model: dict,
+    e2i_config: ConfigResource,
+    mlflow: MlflowResource,
 ) -> dg.Output:
     """The trained model on the test split: ROC-AUC, PR-AUC, Brier, precision and recall
     at the threshold chosen on validation, ROC-AUC per region, p95 scoring latency for a
-    batch of rows; and the current champion scored on the same test rows, so the
-    quality gate compares like with like. The promotion gates check this asset."""
+    batch of rows on one core; and the current champion scored on the same test rows, so
+    the quality gate compares like with like. Its cost: the wall seconds of the steps
+    that produced it (study and training, as produced when reused), its files' size and
+    the CPU seconds to score 1M rows on one core. The promotion gates check this asset."""
+    from e2i_platform.training.evaluation import model_size, production_cost
     from e2i_platform.training.model_run import evaluate_models
 
     settings = e2i_config.settings()
     record = evaluate_models(settings, training_dataset, trained_model, mlflow)
+    latency = record["latency"]
+    record["cost"] = {
+        "production": production_cost(
+            context.instance, settings.home, trained_model, context.run.run_id
+        ),
+        "model_size": model_size(settings.home, trained_model),
+        "scoring": {
+            **latency["per_million_rows"],
+            "threads": latency["threads"],
+            "batch_rows": latency["batch_rows"],
+            "repeats": latency["repeats"],
+        },
+    }
     return dg.Output(
         record,
         metadata={
@@ -227,7 +253,8 @@ def model_evaluation(
             "precision_at_threshold": dg.MetadataValue.float(record["precision_at_threshold"]),
             "recall_at_threshold": dg.MetadataValue.float(record["recall_at_threshold"]),
             "region_auc": dg.MetadataValue.json(record["region_auc"]),
-            "latency": dg.MetadataValue.json(record["latency"]),
+            "latency": dg.MetadataValue.json(latency),
+            "cost": dg.MetadataValue.json(record["cost"]),
             "champion": dg.MetadataValue.json(record["champion"]),
             # The test metrics are logged to the evaluated model's run.
             **mlflow.model_links(trained_model["mlflow"]),

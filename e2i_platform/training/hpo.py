@@ -253,10 +253,13 @@ class TrialLog:
 
 
 def best_trial(study):
-    """The best COMPLETE trial this study evaluated, with a finite value; ties go to
-    fewer boosting rounds, then to the earlier trial. Trials copied in by the warm
-    start do not count: their values were measured on another study's data. None
-    when there is no such trial."""
+    """The best COMPLETE trial this study evaluated, with a finite value; ties go to the
+    earlier trial. This is the trial Optuna's own `Study.best_trial` (and so
+    optuna-dashboard) shows: trials copied in by the warm start are PRUNED, which
+    Optuna never ranks as best, and their values were measured on another study's
+    data. Copies that studies seeded before then hold COMPLETE are skipped here too
+    (`optuna_best_trial` in the study's record shows where Optuna then disagrees).
+    None when there is no such trial."""
     from optuna.trial import TrialState
 
     from e2i_platform.training.warm_start import COPIED_FROM
@@ -268,16 +271,26 @@ def best_trial(study):
     ]
     if not usable:
         return None
-    return min(
-        usable,
-        key=lambda t: (-t.value, t.user_attrs.get("best_iteration", math.inf), t.number),
-    )
+    return min(usable, key=lambda t: (-t.value, t.number))
+
+
+def optuna_best_trial_number(study) -> int | None:
+    """The trial Optuna itself calls best (`Study.best_trial`), None when it has none."""
+    try:
+        return study.best_trial.number
+    except ValueError:  # no COMPLETE trial ("Record does not exist." on RDB storage)
+        return None
 
 
 def trial_counts(study) -> dict[str, int]:
+    """Trials by state; copies seeded by the warm start are counted apart
+    (`warm_start_copy`), so `pruned` is what the pruner stopped here."""
+    from e2i_platform.training.warm_start import COPIED_FROM
+
     counts: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
-        counts[t.state.name.lower()] = counts.get(t.state.name.lower(), 0) + 1
+        key = "warm_start_copy" if COPIED_FROM in t.user_attrs else t.state.name.lower()
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 

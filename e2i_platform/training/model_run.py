@@ -198,6 +198,8 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
         gates.latency_gate.batch_rows,
         gates.latency_gate.repeats,
         settings.training.seed,
+        # The latency and scoring-cost batches: one thread, so the cost is one core's.
+        predict_one_core=lambda X: booster.predict(X[features], num_threads=1),
     )
     record["model"] = {
         "model_file": stored(settings.home, model_file),

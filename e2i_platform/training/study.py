@@ -32,13 +32,89 @@ from e2i_platform.training.model_data import ModelData
 TRIAL_ERRORS: tuple[type[BaseException], ...] = (ValueError, ArithmeticError)
 
 
-def ensure_storage(url: str):
-    """An Optuna storage for `url`; a local SQLite file gets its directory created."""
+# Study user attribute (one per trial, so parallel workers never overwrite each other)
+# recording a trial failed because its process stopped sending heartbeats.
+STALE_ATTR_PREFIX = "heartbeat_failed_trial_"
+
+
+class StaleTrials:
+    """The storage's heartbeat-stale callback: Optuna calls it for every RUNNING trial it
+    fails because its process stopped sending heartbeats (a crash, a kill). It records
+    the trial on the study (`heartbeat_failed_trial_<n>`, visible in optuna-dashboard
+    and read by later runs) and keeps the numbers this process failed in `failed`."""
+
+    def __init__(self, grace_s: int):
+        self.grace_s = grace_s
+        self.failed: list[int] = []
+
+    def __call__(self, study, trial) -> None:
+        study.set_user_attr(
+            f"{STALE_ATTR_PREFIX}{trial.number}",
+            {
+                "reason": f"RUNNING with no heartbeat for more than {self.grace_s} s: "
+                "its process stopped; failed by Optuna's heartbeat check",
+                "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
+            },
+        )
+        self.failed.append(trial.number)
+
+
+def stale_failed_trials(study) -> list[int]:
+    """Numbers of the study's trials failed because their process stopped."""
+    return sorted(
+        int(k.removeprefix(STALE_ATTR_PREFIX))
+        for k in study.user_attrs
+        if k.startswith(STALE_ATTR_PREFIX)
+    )
+
+
+def ensure_storage(
+    url: str,
+    heartbeat_interval_s: int | None = None,
+    heartbeat_grace_s: int | None = None,
+    on_stale: StaleTrials | None = None,
+):
+    """An Optuna storage for `url`; a local SQLite file gets its directory created.
+
+    With `heartbeat_interval_s`, every running trial's process writes a heartbeat that
+    often, and a RUNNING trial silent for more than `heartbeat_grace_s` is failed (FAIL)
+    when any process starts a trial of its study (`on_stale` is told), instead of
+    staying RUNNING forever after a crash."""
+    import warnings
+
     import optuna
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(url, heartbeat_interval=None)
+    if heartbeat_interval_s is None:
+        return optuna.storages.RDBStorage(url)
+    grace = heartbeat_grace_s if heartbeat_grace_s is not None else 2 * heartbeat_interval_s
+    if grace <= heartbeat_interval_s:
+        raise ValueError(
+            f"optuna heartbeat_grace_s ({grace}) must be greater than heartbeat_interval_s "
+            f"({heartbeat_interval_s}): a live trial would be failed between two heartbeats"
+        )
+    with warnings.catch_warnings():
+        # The heartbeat arguments are marked experimental; using them is deliberate.
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat_interval_s,
+            grace_period=grace,
+            heartbeat_stale_trial_callback=on_stale,
+        )
+
+
+def fail_stale_trials(study) -> None:
+    """Fail the study's RUNNING trials whose heartbeat stopped (what Optuna also does
+    before each new trial), so a reused study is cleaned up too."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def make_sampler(cfg):
@@ -75,7 +151,16 @@ def pruning_rounds(cfg) -> frozenset[int]:
 def study_identity(dataset_version: str, cfg) -> str:
     from e2i_platform.training.runs import fingerprint
 
-    search = cfg.model_dump(exclude={"storage", "warm_start", "study_prefix"})
+    # How trials are stored and watched is not what was searched.
+    search = cfg.model_dump(
+        exclude={
+            "storage",
+            "warm_start",
+            "study_prefix",
+            "heartbeat_interval_s",
+            "heartbeat_grace_s",
+        }
+    )
     return fingerprint(
         {"dataset": dataset_version, "search": search, "space": SEARCH_SPACE_VERSION}
     )
@@ -115,6 +200,7 @@ def run_study(
     storage (default: `storage_url`), always without credentials."""
     import optuna
 
+    from e2i_platform.training.hpo import optuna_best_trial_number
     from e2i_platform.training.tuning_sample import tuning_sample
     from e2i_platform.training.warm_start import (
         COPIED_FROM,
@@ -125,7 +211,8 @@ def run_study(
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()
-    storage = ensure_storage(storage_url)
+    stale = StaleTrials(cfg.heartbeat_grace_s)
+    storage = ensure_storage(storage_url, cfg.heartbeat_interval_s, cfg.heartbeat_grace_s, stale)
     identity = study_identity(dataset_version, cfg)
     name = study_name(storage, cfg, identity, force_new)
     study = optuna.create_study(
@@ -138,6 +225,7 @@ def run_study(
     )
     if study.metric_names != [METRIC]:  # named, so optuna-dashboard says what is maximized
         study.set_metric_names([METRIC])
+    fail_stale_trials(study)  # trials a stopped process left RUNNING end FAIL, recorded
     data, sample = tuning_sample(data, cfg.tuning_sample.max_train_rows, cfg.tuning_sample.seed)
     space = search_space()
     target = n_trials or cfg.n_trials
@@ -155,12 +243,17 @@ def run_study(
         study.set_user_attr(FINGERPRINT_ATTR, current.as_dict())
         study.set_user_attr("tuning_sample", sample)
         study.set_user_attr("identity", identity)
-        plan = warm_start(study, storage, current, cfg.warm_start, space).as_metadata()
+        plan = warm_start(
+            study, storage, current, cfg.warm_start, space, final_step=cfg.max_boost_rounds
+        ).as_metadata()
     else:
         plan = study.user_attrs.get("warm_start", {"mode": "unknown", "summary": "not recorded"})
     seeded = sum(1 for t in finished if COPIED_FROM in t.user_attrs)
-    remaining = max(0, target - (len(finished) - seeded))
-    decision = "reused" if remaining == 0 else ("resumed" if len(finished) > seeded else "new")
+    # A trial failed because its process stopped was not evaluated: it is run again.
+    crashed = len(stale_failed_trials(study))
+    evaluated = len(finished) - seeded - crashed
+    remaining = max(0, target - evaluated)
+    decision = "reused" if remaining == 0 else ("resumed" if evaluated + crashed else "new")
 
     before = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
     log = TrialLog()  # replaced when trials run; empty when the study is reused
@@ -214,6 +307,10 @@ def run_study(
         )
     elapsed = time.perf_counter() - started
     if parent is not None:
+        if stale.failed:  # shown on the study's MLflow run too, not only in Optuna
+            mlflow.set_tags(
+                parent, {"optuna.heartbeat_failed_trials": ",".join(map(str, stale.failed))}
+            )
         mlflow.log_metrics(
             parent,
             {
@@ -231,6 +328,17 @@ def run_study(
         "trials_run_now": ran_now,
         "trials": trial_counts(study),
         "best_trial": best.number,
+        # What `optuna.load_study(...).best_trial` and optuna-dashboard show: the same
+        # trial, unless the study holds COMPLETE warm-start copies from before copies
+        # were added as PRUNED (then the platform's choice, which skips them, stands).
+        "optuna_best_trial": optuna_best_trial_number(study),
+        "metric_names": study.metric_names,
+        "heartbeat": {
+            "interval_s": cfg.heartbeat_interval_s,
+            "grace_s": cfg.heartbeat_grace_s,
+            "failed_now": sorted(stale.failed),
+            "failed_trials": stale_failed_trials(study),
+        },
         f"best_{METRIC}": best.value,
         "best_params": best.params,
         "best_iteration": int(best.user_attrs.get("best_iteration", cfg.max_boost_rounds)),

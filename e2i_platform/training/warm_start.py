@@ -22,8 +22,16 @@ Seeding does two things:
 
 - A past study with the same search-space version donates its finished trials,
   best first (`Study.add_trials`), so a model-based sampler such as TPE is past
-  its startup trials at once. Their values were measured on the past data: they
-  steer the sampler but never become the new study's best (`hpo.best_trial`).
+  its startup trials at once. Their values were measured on the past data, so
+  they are added as PRUNED trials whose one intermediate value, at the last step
+  a trial can report (`final_step`), is the past value: TPE learns from COMPLETE
+  and PRUNED trials alike (it counts both for `n_startup_trials` and ranks pruned
+  ones by their last report, latest step first), while Optuna's own
+  `Study.best_trial` (and so optuna-dashboard) considers COMPLETE trials only.
+  A copy therefore never out-ranks a trial measured on the current data, in
+  Optuna or in the platform (`hpo.best_trial`). Each copy says what it is in its
+  user attributes: `warm_start_copy` True, the source study and trial, and the
+  source value.
 - The best parameters of the seeding studies (`top_k` in all, most similar study
   first) are queued to be evaluated again on the current data before the
   sampler's own suggestions (`Study.enqueue_trial`). On refreshed data the old
@@ -50,6 +58,8 @@ FINGERPRINT_ATTR = "e2i_fingerprint"
 WARM_START_ATTR = "warm_start"
 # User attributes of seeded trials: which study and trial they came from.
 COPIED_FROM = "warm_start_from"
+COPY_MARK = "warm_start_copy"  # True on a copied trial (PRUNED here: it never ranks as best)
+COPY_VALUE = "warm_start_value"  # the copied trial's value, measured on the source study's data
 SUGGESTED_BY = "warm_start_suggested_by"
 SOURCE_TRIAL = "warm_start_trial"
 
@@ -300,12 +310,16 @@ def warm_start(
     current: DatasetFingerprint,
     settings: WarmStartSettings,
     distributions: dict,
+    final_step: int = 0,
 ) -> WarmStartPlan:
     """Seed `study` from similar studies in `storage`; record and return the plan.
 
     `storage` is a database URL or an Optuna storage object; `distributions` is the
-    current search space (param name -> optuna distribution). Calling it again on
-    the same study does not seed the same trials twice.
+    current search space (param name -> optuna distribution); `final_step` is the last
+    step at which a trial of this search reports an intermediate value (the boosting
+    rounds; 0 when trials report none): copies carry their value there, so TPE ranks
+    them with trials that ran to the end, ahead of any trial pruned earlier. Calling it
+    again on the same study does not seed the same trials twice.
     """
     import optuna
 
@@ -349,7 +363,9 @@ def warm_start(
             )
             plan.rejected.append(Rejected(c.name, c.score, f"{why} used up"))
             continue
-        copied = _copy_trials(study, c, distributions, room, already) if same_space else 0
+        copied = (
+            _copy_trials(study, c, distributions, room, already, final_step) if same_space else 0
+        )
         queued = _enqueue_best(study, c, distributions, queue_left, already)
         if copied + queued == 0:
             plan.rejected.append(
@@ -419,8 +435,11 @@ def _seeded_keys(study) -> set[tuple[str, str, int]]:
     return keys
 
 
-def _copy_trials(study, c: _Candidate, distributions: dict, limit: int, already: set) -> int:
-    from optuna.trial import create_trial
+def _copy_trials(
+    study, c: _Candidate, distributions: dict, limit: int, already: set, final_step: int
+) -> int:
+    """Add up to `limit` of `c`'s trials as PRUNED copies (see the module docstring)."""
+    from optuna.trial import TrialState, create_trial
 
     new, used = [], 0
     for t in c.trials:
@@ -435,11 +454,17 @@ def _copy_trials(study, c: _Candidate, distributions: dict, limit: int, already:
             continue
         new.append(
             create_trial(
+                state=TrialState.PRUNED,
                 params=t.params,
                 # The current distributions, so the sampler models one space.
                 distributions={k: distributions[k] for k in t.params},
-                value=t.value,
-                user_attrs={COPIED_FROM: c.name, SOURCE_TRIAL: t.number},
+                intermediate_values={final_step: t.value},
+                user_attrs={
+                    COPY_MARK: True,
+                    COPIED_FROM: c.name,
+                    SOURCE_TRIAL: t.number,
+                    COPY_VALUE: t.value,
+                },
             )
         )
     study.add_trials(new)

@@ -36,7 +36,7 @@ from support import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-GATES = ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate")
+GATES = ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate", "cost_gate")
 MODEL_CHAIN = dg.AssetSelection.assets("trained_model", "model_evaluation", "champion_model")
 
 

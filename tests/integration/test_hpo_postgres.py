@@ -1,6 +1,7 @@
 """Parallel HPO: two worker processes share one Optuna study in the test's own
 PostgreSQL database, each running the platform's LightGBM objective (with its
-per-round pruning) and seeing the other's trials."""
+per-round pruning and the storage heartbeat) and seeing the other's trials. And a
+warm-started study on PostgreSQL: Optuna's own best trial is the platform's."""
 
 import subprocess
 import sys
@@ -35,7 +36,7 @@ WORKER = textwrap.dedent(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(
         study_name=name,
-        storage=ensure_storage(url),
+        storage=ensure_storage(url, cfg.heartbeat_interval_s, cfg.heartbeat_grace_s),
         sampler=make_sampler(cfg.model_copy(update={"sampler": cfg.sampler.model_copy(update={"seed": seed})})),
         pruner=make_pruner(cfg),
     )
@@ -81,3 +82,43 @@ def test_two_workers_share_one_study_on_postgres(e2i_home, psycopg2_url):
     assert len(ran[0]) == len(ran[1]) == TRIALS_PER_WORKER and not ran[0] & ran[1]
     complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert complete and all(len(t.intermediate_values) > 5 for t in complete)
+
+
+def _data(noise: float, seed: int):
+    import numpy as np
+    import pandas as pd
+
+    from e2i_platform.training.model_data import ModelData
+
+    rng = np.random.default_rng(seed)
+    X = {
+        s: pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
+        for s, n in (("train", 2000), ("validation", 800), ("test", 10))
+    }
+    y = {
+        s: pd.Series((x["f0"] - x["f2"] + noise * rng.normal(size=len(x)) > 1).astype(int))
+        for s, x in X.items()
+    }
+    return ModelData(list(X["train"].columns), [], {}, X, y, {})
+
+
+def test_warm_started_study_best_trial_agrees_with_optuna_on_postgres(e2i_home, psycopg2_url):
+    from e2i_platform.settings import load_settings
+    from e2i_platform.training.study import run_study
+
+    cfg = load_settings().optuna.model_copy(update={"n_trials": 6, "max_boost_rounds": 40})
+    past = run_study(_data(0.5, 1), cfg, psycopg2_url, "easy-v1", seed=7).record
+    now = run_study(_data(2.0, 2), cfg, psycopg2_url, "hard-v2", seed=7).record
+    assert now["warm_start"]["mode"] == "warm" and now["warm_start"]["seed_trials"] > 0
+
+    study = optuna.load_study(study_name=now["study_name"], storage=psycopg2_url)
+    copies = [t for t in study.trials if t.user_attrs.get("warm_start_copy") is True]
+    assert len(copies) == now["warm_start"]["seed_trials"] == now["trials"]["warm_start_copy"]
+    assert all(t.state == optuna.trial.TrialState.PRUNED for t in copies)
+    assert {t.user_attrs["warm_start_from"] for t in copies} == {past["study_name"]}
+    # The copies (easier past data) out-score every measured trial, yet do not out-rank them.
+    assert max(t.user_attrs["warm_start_value"] for t in copies) > now["best_valid_auc"]
+    assert study.best_trial.number == now["best_trial"] == now["optuna_best_trial"]
+    assert study.best_value == now["best_valid_auc"]
+    assert study.metric_names == ["valid_auc"]
+    assert now["heartbeat"]["failed_trials"] == []

@@ -93,7 +93,13 @@ def test_asset_graph_matches_the_spec(e2i_home):
     expected |= {("online_features", "freshness"), ("training_dataset", "no_leakage")}
     expected |= {
         ("model_evaluation", gate)
-        for gate in ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate")
+        for gate in (
+            "quality_gate",
+            "calibration_gate",
+            "latency_gate",
+            "fairness_gate",
+            "cost_gate",
+        )
     }
     expected |= {("patient_risk_scores", "schema")}
     assert checks == dict.fromkeys(expected, True)

@@ -7,6 +7,8 @@ import pytest
 
 from e2i_platform.promotion.checks import (
     calibration_gate,
+    cost_gate,
+    cost_verdict,
     fairness_gate,
     latency_gate,
     promotion_checks,
@@ -20,6 +22,7 @@ GATES = {
     "calibration_gate": ("model_evaluation", "Brier score on test <= the configured maximum"),
     "latency_gate": ("model_evaluation", "p95 wall time to score one batch"),
     "fairness_gate": ("model_evaluation", "Largest ROC-AUC gap between regions"),
+    "cost_gate": ("model_evaluation", "What the model cost to produce"),
     "schema": ("patient_risk_scores", "Pandera contract of `ml_predictions`"),
 }
 
@@ -39,6 +42,7 @@ def test_every_promotion_gate_is_a_blocking_check_on_its_asset():
         calibration_gate,
         latency_gate,
         fairness_gate,
+        cost_gate,
         risk_scores_schema,
     ]
     for check in checks:
@@ -165,6 +169,28 @@ def _model_evaluation(limits: dict, case: str) -> dict:
         "latency": {"p95_ms": limits["max_p95_ms"] + step * 1000, "batch_rows": 1000},
         "region_auc_gap": None if case == "unmeasured" else limits["max_gap"] + step,
         "region_auc": regions,
+        "cost": _cost(limits, step, unmeasured=case == "unmeasured"),
+    }
+
+
+def _cost(limits: dict, step: float, unmeasured: bool = False) -> dict:
+    """The cost section of an evaluation record, `step` beyond every cost limit."""
+    production = {"measured": True, "seconds": limits["max_production_seconds"] + step}
+    if unmeasured:
+        production = {
+            "measured": False,
+            "why": "no trained_model step that trained models/m/v1 in this instance",
+        }
+    return {
+        "production": production,
+        "model_size": {"measured": True, "mb": limits["max_model_mb"] + step, "bytes": 1},
+        "scoring": {
+            "cpu_seconds": limits["max_scoring_cpu_seconds_per_million"] + step,
+            "wall_seconds": 1.0,
+            "threads": 1,
+            "batch_rows": 1000,
+            "repeats": 30,
+        },
     }
 
 
@@ -197,12 +223,13 @@ def gate_runs(tmp_path_factory):
             "max_brier": promotion.calibration_gate.max_brier,
             "max_p95_ms": promotion.latency_gate.max_p95_ms,
             "max_gap": promotion.fairness_gate.max_region_auc_gap,
+            **promotion.cost_gate.model_dump(),
         }
         config = ConfigResource(config_dir=str(REPO_ROOT / "config"), env="local")
 
         def gates(case: str) -> dict:
             result = dg.materialize(
-                [standin_model_evaluation, *promotion_checks()[:4]],
+                [standin_model_evaluation, *promotion_checks()[:5]],
                 selection=dg.AssetSelection.assets("model_evaluation"),
                 resources={"e2i_config": config},
                 instance=instance,
@@ -224,6 +251,7 @@ def test_every_gate_passes_at_exactly_its_limit(gate_runs):
         "calibration_gate": True,
         "latency_gate": True,
         "fairness_gate": True,
+        "cost_gate": True,
     }
     assert at["calibration_gate"].description == (
         f"Brier {limits['max_brier']:.4f} <= maximum {limits['max_brier']:.4f}"
@@ -246,6 +274,10 @@ def test_every_gate_passes_at_exactly_its_limit(gate_runs):
     assert _meta(at["fairness_gate"], "observed_gap") == gap
     assert _meta(at["fairness_gate"], "threshold_max_gap") == gap
     assert _meta(at["fairness_gate"], "region_auc")["midwest"]["why"] == "fewer than 30 rows"
+    for name in COST_MEASURES:
+        assert _meta(at["cost_gate"], f"observed_{name}") == limits[f"max_{name}"]
+        assert _meta(at["cost_gate"], f"threshold_max_{name}") == limits[f"max_{name}"]
+    assert at["cost_gate"].description.startswith("cost ok: production_seconds ")
     for evaluation in at.values():
         assert _meta(evaluation, "rows_checked") == 180
         assert _meta(evaluation, "severity_applied") == "none"
@@ -253,7 +285,13 @@ def test_every_gate_passes_at_exactly_its_limit(gate_runs):
 
 def test_every_gate_fails_just_beyond_its_limit_as_a_blocking_error(gate_runs):
     limits, beyond = gate_runs.limits, gate_runs("beyond")
-    assert set(beyond) == {"quality_gate", "calibration_gate", "latency_gate", "fairness_gate"}
+    assert set(beyond) == {
+        "quality_gate",
+        "calibration_gate",
+        "latency_gate",
+        "fairness_gate",
+        "cost_gate",
+    }
     for name, evaluation in beyond.items():
         assert evaluation.passed is False, name
         assert evaluation.severity == dg.AssetCheckSeverity.ERROR, name
@@ -270,6 +308,10 @@ def test_every_gate_fails_just_beyond_its_limit_as_a_blocking_error(gate_runs):
         f"largest regional ROC-AUC gap {limits['max_gap'] + 1e-4:.4f} > limit "
     )
     assert beyond["quality_gate"].description.startswith("quality below bar: ")
+    cost = beyond["cost_gate"].description
+    assert cost.startswith("cost not within its limits: production_seconds ")
+    for name in COST_MEASURES:
+        assert f"{name} {limits[f'max_{name}'] + 1e-4:g} > limit {limits[f'max_{name}']:g}" in cost
 
 
 def test_every_gate_passes_below_its_limit(gate_runs):
@@ -288,3 +330,63 @@ def test_an_unmeasurable_regional_gap_fails_fairness(gate_runs):
     assert _meta(evaluation, "threshold_max_gap") == gate_runs.limits["max_gap"]
     assert _meta(evaluation, "region_auc")["west"]["why"] == "one class only"
     assert _meta(evaluation, "observed_gap") is None
+
+
+def test_an_unmeasured_production_cost_fails_the_cost_gate(gate_runs):
+    evaluation = gate_runs("unmeasured")["cost_gate"]
+    assert evaluation.passed is False
+    assert evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.description.startswith(
+        "cost not within its limits: production_seconds cannot be measured: no trained_model step "
+        "that trained models/m/v1 in this instance"
+    )
+    assert _meta(evaluation, "observed_production_seconds") is None
+    limit = gate_runs.limits["max_production_seconds"]
+    assert _meta(evaluation, "threshold_max_production_seconds") == limit
+
+
+# ---------------------------------------------------------------- cost (pure)
+
+COST_MEASURES = ("production_seconds", "model_mb", "scoring_cpu_seconds_per_million")
+
+
+class _Limits:
+    max_production_seconds = 100.0
+    max_model_mb = 2.0
+    max_scoring_cpu_seconds_per_million = 10.0
+
+
+def _limits() -> dict:
+    return {f"max_{name}": getattr(_Limits, f"max_{name}") for name in COST_MEASURES}
+
+
+@pytest.mark.parametrize("measure", COST_MEASURES)
+def test_each_cost_fails_alone_just_beyond_its_limit(measure):
+    evaluation = {"test_rows": 10, "cost": _cost(_limits(), 0.0)}
+    at = cost_verdict(evaluation, _Limits)
+    assert at.passed is True, at.description
+    key = {
+        "production_seconds": ("production", "seconds"),
+        "model_mb": ("model_size", "mb"),
+        "scoring_cpu_seconds_per_million": ("scoring", "cpu_seconds"),
+    }[measure]
+    evaluation["cost"][key[0]][key[1]] += 1e-3
+    beyond = cost_verdict(evaluation, _Limits)
+    assert beyond.passed is False and beyond.severity == dg.AssetCheckSeverity.ERROR
+    limit = getattr(_Limits, f"max_{measure}")
+    assert beyond.description.startswith(
+        f"cost not within its limits: {measure} {limit + 1e-3:g} > limit {limit:g}"
+    )
+    assert _meta(beyond, f"observed_{measure}") == limit + 1e-3
+    assert _meta(beyond, f"threshold_max_{measure}") == limit
+
+
+def test_an_evaluation_without_cost_fails_the_cost_gate():
+    verdict = cost_verdict({"test_rows": 10}, _Limits)
+    assert verdict.passed is False
+    assert "production_seconds cannot be measured: not in the evaluation" in verdict.description
+    assert "model_mb cannot be measured: not in the evaluation" in verdict.description
+    assert "scoring_cpu_seconds_per_million cannot be measured: scoring cost not in" in (
+        verdict.description
+    )
+    assert all(_meta(verdict, f"observed_{name}") is None for name in COST_MEASURES)

@@ -123,7 +123,9 @@ def test_similarity_components():
 def test_similar_history_is_used_and_tpe_is_model_based_at_once(storage):
     past = _past(storage, "a")
     study = _new(storage, sampler=TPESampler(n_startup_trials=5, seed=0))
-    plan = warm_start(study, storage, BASE, WarmStartSettings(max_seed_trials=10), SPACE)
+    plan = warm_start(
+        study, storage, BASE, WarmStartSettings(max_seed_trials=10), SPACE, final_step=9
+    )
 
     assert not plan.cold_start and (plan.seed_trials, plan.reevaluated) == (10, 5)
     [source] = plan.seeded
@@ -140,9 +142,12 @@ def test_similar_history_is_used_and_tpe_is_model_based_at_once(storage):
     assert meta["summary"] == "warm start from 1 study (10 copied, 5 re-evaluated): a (1.00)"
 
     seeded = _seeded(study)
-    assert len(seeded) == 10 and all(t.state == TrialState.COMPLETE for t in seeded)
     ranked = sorted(past.trials, key=lambda t: -t.value)
-    assert [t.value for t in seeded] == [t.value for t in ranked[:10]]
+    # Copies are PRUNED, marked, and hold the past value at the final step for TPE.
+    assert len(seeded) == 10 and all(t.state == TrialState.PRUNED for t in seeded)
+    assert all(t.user_attrs["warm_start_copy"] is True for t in seeded)
+    assert [t.user_attrs["warm_start_value"] for t in seeded] == [t.value for t in ranked[:10]]
+    assert [t.intermediate_values for t in seeded] == [{9: t.value} for t in ranked[:10]]
     # The past best five are queued, best first, to be measured again on this data.
     waiting = study.get_trials(states=(TrialState.WAITING,))
     assert [t.user_attrs["warm_start_trial"] for t in waiting] == [t.number for t in ranked[:5]]
@@ -160,13 +165,16 @@ def test_similar_history_is_used_and_tpe_is_model_based_at_once(storage):
     assert study.trials[-1].params["x"] != cold.trials[0].params["x"]
 
 
-def test_copied_values_never_become_the_best_trial(storage):
-    from e2i_platform.training.hpo import best_trial
+@pytest.mark.parametrize("url", [False, True], ids=["memory", "sqlite"])
+def test_copied_values_never_become_the_best_trial(tmp_path, url):
+    from e2i_platform.training.hpo import best_trial, optuna_best_trial_number
 
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}" if url else optuna.storages.InMemoryStorage()
     _past(storage, "a")
     study = _new(storage)
     warm_start(study, storage, BASE, WarmStartSettings(top_k=0), SPACE)
     assert best_trial(study) is None  # only copied trials so far: nothing measured here
+    assert optuna_best_trial_number(study) is None  # nor for Optuna
 
     def worse(trial):  # this data scores every point lower than the past data did
         return _objective(trial) - 10
@@ -174,7 +182,10 @@ def test_copied_values_never_become_the_best_trial(storage):
     study.optimize(worse, n_trials=2)
     best = best_trial(study)
     assert best.number in {t.number for t in study.trials[-2:]}
-    assert best.value < min(t.value for t in _seeded(study))
+    assert best.value < min(t.user_attrs["warm_start_value"] for t in _seeded(study))
+    # Optuna's own best trial (what optuna-dashboard shows) is the same measured trial.
+    reloaded = optuna.load_study(study_name="new", storage=storage)
+    assert reloaded.best_trial.number == best.number == optuna_best_trial_number(study)
 
 
 def test_sqlite_url_storage(tmp_path):

@@ -1,0 +1,345 @@
+"""Every promotion gate made to fail, branch by branch, on a real run: a real instance,
+Optuna, MLflow (SQLite under the module's home) and LightGBM at small size.
+
+One promoted baseline per module: model A is promoted; B, A boosted on for 600 more
+rounds (better at this size), is promoted over it; then the candidate, A trained
+again (force_new: same parameters, rounds and seed), is worse than the champion B on
+the same test rows (asserted) and passes every gate under the relaxed thresholds.
+Each branch then edits one threshold so that exactly its gate fails on the candidate,
+and the test checks what a failed gate must leave behind: the gate failed as a
+blocking ERROR with its observed value and limit, the other gates passed,
+champion_model did not materialize, `releases/` (CURRENT and both manifests) is
+byte-identical and the MLflow alias `champion` still names B's version.
+
+300 patients cannot judge a model (the defaults are judged at 5,000 patients in
+test_model_lifecycle): the baseline relaxes quality and fairness as
+test_promotion_integrity does.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from conftest import SHARED, SMALL
+
+from e2i_platform.settings import load_settings
+from e2i_platform.settings.loader import REPO_ROOT
+
+from support import current_release, definitions, edit_yaml, failed_steps, materialized, run
+
+GATES = ("quality_gate", "calibration_gate", "latency_gate", "fairness_gate", "cost_gate")
+RELAXED = {
+    ("quality_gate", "min_roc_auc"): 0.5,
+    ("quality_gate", "champion_tolerance"): 0.5,
+    ("fairness_gate", "max_region_auc_gap"): 1.0,
+}
+# The champion: the first model boosted on for this many more rounds (seeded data,
+# seeded training: deterministic).
+MORE_ROUNDS = 600
+
+
+def _meta(evaluation, key: str):
+    value = evaluation.metadata[key]
+    return getattr(value, "value", value)
+
+
+def _releases(home: Path) -> dict[str, bytes]:
+    """Every file under releases/ (CURRENT, each manifest), byte for byte."""
+    root = home / "releases"
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def _alias(settings) -> str:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(settings.under_home(settings.mlflow.tracking_uri))
+    registered = settings.mlflow.registered_model
+    return str(client.get_model_version_by_alias(registered, "champion").version)
+
+
+def _gates(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("model_evaluation")
+    }
+
+
+def _failures(result) -> dict:
+    checks = {
+        f"{e.asset_key.to_user_string()}.{e.check_name}": e.description
+        for e in result.get_asset_check_evaluations()
+        if not e.passed
+    }
+    return {**failed_steps(result), **checks}
+
+
+class Baseline:
+    def __init__(self, home: Path, config: Path, instance: dg.DagsterInstance):
+        self.home, self.config, self.instance = home, config, instance
+
+    def evaluate(self, promote: bool = True):
+        """model_evaluation, its gates and (unless `promote` is off) champion_model, on
+        the configuration as it is now."""
+        selection = ["model_evaluation", "champion_model"] if promote else ["model_evaluation"]
+        return run(definitions(load_settings()), self.instance, selection=selection)
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> Iterator[Baseline]:
+    root = tmp_path_factory.mktemp("gates_fail")
+    home, config = root / "e2i", root / "config"
+    home.mkdir()
+    shutil.copytree(REPO_ROOT / "config", config)
+    with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
+        mp.setenv("E2I_HOME", str(home))
+        mp.setenv("E2I_CONFIG_DIR", str(config))
+        mp.delenv("E2I_ENV", raising=False)
+        for key, value in SMALL.items():
+            mp.setenv(key, value)
+        for key in SHARED:
+            mp.delenv(key, raising=False)
+        mp.setenv("E2I_ANCHOR", datetime.now(UTC).replace(tzinfo=None).isoformat("T", "seconds"))
+        for path, value in RELAXED.items():
+            edit_yaml(config, "promotion", path, value)
+        edit_yaml(config, "training", ("continue_rounds",), MORE_ROUNDS)
+        defs = definitions(load_settings())
+        first = run(defs, instance)
+        assert first.success, _failures(first)
+        base = Baseline(home, config, instance)
+        # A boosted on far past where validation stopped it, promoted: at this size the
+        # extra rounds make it better (asserted below through the candidate).
+        more = {"ops": {"trained_model": {"config": {"run_mode": "continue_from_previous"}}}}
+        boosted = run(defs, instance, selection=["trained_model"], run_config=more)
+        assert boosted.success, _failures(boosted)
+        promoted = base.evaluate()
+        assert promoted.success, _failures(promoted)
+        assert "champion_model" in materialized(promoted)
+        # B's cost is its chain's: B's training, A's training, their one study once.
+        chain = _meta(_gates(promoted)["cost_gate"], "cost")["production"]
+        assert [p["action"] for p in chain["parts"]] == ["continue", "train"]
+        study = {p["hpo"]["study"] for p in chain["parts"]}
+        assert len(study) == 1
+        assert chain["hpo_seconds"] == chain["parts"][0]["hpo"]["seconds"] > 0
+        assert chain["training_seconds"] == pytest.approx(
+            sum(p["training_seconds"] for p in chain["parts"]), abs=2e-3
+        )
+        base.champion_release = current_release(home)
+        base.champion_version = _alias(load_settings())
+        # The candidate: A trained again (force_new: the study's parameters and rounds,
+        # the same seed), worse than the champion on the same test rows.
+        again = {"ops": {"trained_model": {"config": {"run_mode": "force_new"}}}}
+        retrained = run(defs, instance, selection=["trained_model"], run_config=again)
+        assert retrained.success, _failures(retrained)
+        control = base.evaluate(promote=False)
+        assert control.success, _failures(control)
+        gates = _gates(control)
+        assert set(gates) == set(GATES)
+        assert all(g.passed for g in gates.values()), {
+            n: g.description for n, g in gates.items() if not g.passed
+        }
+        champion = _meta(gates["quality_gate"], "champion")
+        assert champion["exists"] and champion["comparable"] and not champion["same_model"]
+        assert champion["release_id"] == base.champion_release
+        base.candidate_auc = _meta(gates["quality_gate"], "observed_roc_auc")
+        base.champion_auc = champion["roc_auc_same_test"]
+        # The premise of "quality vs the current champion": the candidate is worse.
+        assert base.candidate_auc < base.champion_auc, (base.candidate_auc, base.champion_auc)
+        base.control = gates
+        base.first_run = first.run_id
+        base.retrained_run = retrained.run_id
+        _assert_cost_measured(_meta(gates["cost_gate"], "cost"), base, retrained.run_id)
+        base.promotion_yaml = (config / "promotion.yaml").read_text()
+        yield base
+
+
+def _assert_cost_measured(cost: dict, base: Baseline, trained_in: str) -> None:
+    """The candidate's cost, measured: its training step (in run `trained_in`, not the
+    evaluation's), the study of the first run, its files, one-thread scoring."""
+    production = cost["production"]
+    assert production["measured"] is True, production
+    (part,) = production["parts"]
+    assert part["trained_in_run"] == trained_in
+    assert part["how"] == f"produced earlier: the cost of run {trained_in} then"
+    assert part["training_seconds"] > 0
+    assert [(r["run_id"], r["decision"]) for r in part["hpo"]["runs"]] == [(base.first_run, "new")]
+    assert production["seconds"] == pytest.approx(
+        part["training_seconds"] + part["hpo"]["seconds"], abs=2e-3
+    )
+    size = cost["model_size"]
+    assert set(size["files"]) == {"model.txt", "metrics.json", "metadata.json"}
+    assert size["bytes"] == sum(size["files"].values()) > 0
+    scoring = cost["scoring"]
+    assert (scoring["threads"], scoring["batch_rows"], scoring["repeats"]) == (1, 1000, 30)
+    assert scoring["rows_scored"] == 30_000
+    assert scoring["cpu_seconds"] > 0 and scoring["wall_seconds"] > 0
+
+
+@pytest.fixture
+def gates_fail(baseline: Baseline) -> Iterator[Baseline]:
+    """The baseline, its promotion.yaml restored after the test; asserts before and after
+    that the champion is A."""
+    before = _releases(baseline.home)
+    assert current_release(baseline.home) == baseline.champion_release
+    yield baseline
+    (baseline.config / "promotion.yaml").write_text(baseline.promotion_yaml)
+    assert _releases(baseline.home) == before
+
+
+def _edits(base: Baseline) -> dict:
+    """Per branch: (gate, threshold edits, observed key, threshold key, expected threshold,
+    words in the description)."""
+    auc = base.candidate_auc
+    return {
+        "quality_vs_minimum": (
+            "quality_gate",
+            {("quality_gate", "min_roc_auc"): 0.99},
+            "observed_roc_auc",
+            "threshold_roc_auc",
+            0.99,
+            f"quality below bar: ROC-AUC {auc:.4f} vs minimum 0.9900",
+        ),
+        "quality_vs_champion": (
+            "quality_gate",
+            {("quality_gate", "champion_tolerance"): 0.0},
+            "observed_roc_auc",
+            "threshold_roc_auc",
+            base.champion_auc,
+            f"champion {base.champion_release} {base.champion_auc:.4f} on same test rows - 0.0",
+        ),
+        "calibration": (
+            "calibration_gate",
+            {("calibration_gate", "max_brier"): 0.001},
+            "observed_brier",
+            "threshold_max_brier",
+            0.001,
+            "> maximum 0.0010",
+        ),
+        "latency": (
+            "latency_gate",
+            {("latency_gate", "max_p95_ms"): 0.001},
+            "observed_p95_ms",
+            "threshold_max_p95_ms",
+            0.001,
+            "ms per 1000 rows > maximum 0.001 ms",
+        ),
+        "fairness_gap": (
+            "fairness_gate",
+            {("fairness_gate", "max_region_auc_gap"): 0.0001},
+            "observed_gap",
+            "threshold_max_gap",
+            0.0001,
+            "> limit 0.0001 over ",
+        ),
+        "fairness_cannot_be_measured": (
+            "fairness_gate",
+            {("fairness_gate", "min_region_rows"): 1_000_000},
+            "observed_gap",
+            "threshold_max_gap",
+            1.0,
+            "fairness cannot be measured: 0 region(s) comparable",
+        ),
+        "cost_production": (
+            "cost_gate",
+            {("cost_gate", "max_production_seconds"): 0.001},
+            "observed_production_seconds",
+            "threshold_max_production_seconds",
+            0.001,
+            "cost not within its limits: production_seconds ",
+        ),
+        "cost_model_size": (
+            "cost_gate",
+            {("cost_gate", "max_model_mb"): 0.0001},
+            "observed_model_mb",
+            "threshold_max_model_mb",
+            0.0001,
+            "cost not within its limits: model_mb ",
+        ),
+        "cost_scoring": (
+            "cost_gate",
+            {("cost_gate", "max_scoring_cpu_seconds_per_million"): 0.0001},
+            "observed_scoring_cpu_seconds_per_million",
+            "threshold_max_scoring_cpu_seconds_per_million",
+            0.0001,
+            "cost not within its limits: scoring_cpu_seconds_per_million ",
+        ),
+    }
+
+
+BRANCHES = (
+    "quality_vs_minimum",
+    "quality_vs_champion",
+    "calibration",
+    "latency",
+    "fairness_gap",
+    "fairness_cannot_be_measured",
+    "cost_production",
+    "cost_model_size",
+    "cost_scoring",
+)
+
+
+@pytest.mark.parametrize("branch", BRANCHES)
+def test_a_failing_gate_leaves_the_champion_and_releases_untouched(gates_fail, branch):
+    base = gates_fail
+    gate, edits, observed_key, threshold_key, threshold, words = _edits(base)[branch]
+    releases = _releases(base.home)
+    champion_event = base.instance.get_latest_materialization_event(dg.AssetKey("champion_model"))
+    for path, value in edits.items():
+        edit_yaml(base.config, "promotion", path, value)
+
+    result = base.evaluate()
+
+    gates = _gates(result)
+    failed = gates[gate]
+    assert failed.passed is False, failed.description
+    assert failed.severity == dg.AssetCheckSeverity.ERROR
+    assert _meta(failed, "severity_applied") == "ERROR"
+    assert words in failed.description
+    assert _meta(failed, threshold_key) == pytest.approx(threshold)
+    observed = _meta(failed, observed_key)
+    if branch == "fairness_cannot_be_measured":
+        assert observed is None
+    elif gate == "quality_gate":
+        assert observed == base.candidate_auc < threshold
+    else:
+        assert observed > threshold
+    assert {n: g.passed for n, g in gates.items() if n != gate} == dict.fromkeys(
+        set(GATES) - {gate}, True
+    )
+    # Nothing of the champion moved.
+    assert "champion_model" not in materialized(result)
+    assert "model_evaluation" in materialized(result)
+    assert not result.success
+    assert _releases(base.home) == releases
+    assert current_release(base.home) == base.champion_release
+    assert _alias(load_settings()) == base.champion_version
+    latest = base.instance.get_latest_materialization_event(dg.AssetKey("champion_model"))
+    assert (latest.run_id, latest.timestamp) == (champion_event.run_id, champion_event.timestamp)
+
+
+def test_a_reused_model_costs_what_it_cost_when_it_was_trained(gates_fail):
+    """Reusing the candidate (reuse_if_exists) costs nothing now: the gate still counts
+    the training step that produced it, never 0."""
+    base = gates_fail
+    reuse = {"ops": {"trained_model": {"config": {"run_mode": "reuse_if_exists"}}}}
+    defs = definitions(load_settings())
+    reused = run(defs, base.instance, selection=["trained_model"], run_config=reuse)
+    assert reused.success, _failures(reused)
+    event = base.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    assert event.asset_materialization.metadata["action"].value == "reuse"
+
+    result = base.evaluate(promote=False)
+
+    assert result.success, _failures(result)
+    cost_gate = _gates(result)["cost_gate"]
+    assert cost_gate.passed is True, cost_gate.description
+    cost = _meta(cost_gate, "cost")
+    assert cost["production"]["reused"] is True
+    _assert_cost_measured(cost, base, base.retrained_run)
+    assert _meta(cost_gate, "observed_production_seconds") == cost["production"]["seconds"] > 0
