@@ -77,7 +77,7 @@ def release_repair_job():
 
 def listing(home) -> tuple[list[str], bool]:
     """Lines describing every release and CURRENT; whether everything is intact."""
-    from e2i_platform.promotion.release import (
+    from e2i_platform.lib.releases import (
         REPAIR_COMMAND,
         ReleaseIntegrityError,
         check_manifest,

@@ -136,7 +136,7 @@ def _select(parser, decisions: list, names: str) -> list:
 
 def _ending(settings, stopped_by: list[str]) -> None:
     """What matters after a run: the release in service, what stopped, what to do next."""
-    from e2i_platform.promotion.release import (
+    from e2i_platform.lib.releases import (
         ReleaseIntegrityError,
         current_release,
         manifest_path,

@@ -61,7 +61,7 @@ def _record_problem(name: str, path: Path, home: Path) -> str | None:
         if problem := file_mismatch(model_file, record["model_sha256"]):
             return f"its model file {problem}"
     if name == "champion_model":
-        from e2i_platform.promotion.release import check_manifest
+        from e2i_platform.lib.releases import check_manifest
 
         check = check_manifest(home, record["release_id"])
         if check.problem is not None:

@@ -161,14 +161,9 @@ def champion_model(
 
 def _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow):
     from e2i_platform.lib.home_paths import stored
+    from e2i_platform.lib.releases import current_release, manifest_path, verification
     from e2i_platform.lib.versions import code_version
-    from e2i_platform.promotion.release import (
-        current_release,
-        manifest_path,
-        new_release_id,
-        promote,
-        verification,
-    )
+    from e2i_platform.promotion.release import new_release_id, promote
     from e2i_platform.training.model_run import model_path, service_spec
 
     home = settings.home
@@ -261,8 +256,8 @@ def patient_risk_scores(
     the online store through the feature service, as rows of the `ml_predictions`
     contract. Refused while the online store's `freshness` gate does not hold. Patients
     the online store does not hold are scored on missing values and counted."""
+    from e2i_platform.lib.releases import current_release, verification
     from e2i_platform.lib.table_metadata import contract_docs, table_metadata
-    from e2i_platform.promotion.release import current_release, verification
     from e2i_platform.promotion.scoring import score_current_patients
 
     settings = e2i_config.settings()

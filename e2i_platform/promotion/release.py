@@ -6,190 +6,35 @@ atomically, after the manifest exists. The MLflow alias `champion` follows
 CURRENT. A rollback is itself a release (kind "rollback") that points the alias
 and CURRENT back at the model of the release before the current one.
 
-Integrity: each manifest records `content_sha256`, the sha256 of its canonical content
-(`manifest_sha256`: compact JSON, sorted keys, without that field). Every reader goes
-through `read_manifest`, which refuses a manifest that is missing, not a JSON object,
-filed under another release id, or whose content no longer matches its hash; the error
-names the manifest, the expected and actual hashes, and -- when `releases/CURRENT` named
-it -- the CURRENT file and the recovery command (`repair`, `ops.releases`). Manifests
-written before hashes have no `content_sha256`: they are read, and reported as
-"unverified (written before hashes)" (`verification`), never as verified.
+Reading and verifying releases is `lib.releases`; this module writes them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import re
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from e2i_platform.lib.releases import (
+    CONTENT_HASH,
+    ManifestCheck,
+    ReleaseIntegrityError,
+    all_releases,
+    check_manifest,
+    current_pointer,
+    current_release,
+    current_release_id,
+    manifest_sha256,
+    read_manifest,
+    release_ids,
+    releases_dir,
+    verification,
+)
 from e2i_platform.resources.publication import atomic_write_json, file_lock
 
 CHAMPION_ALIAS = "champion"
-
-
-def releases_dir(home: Path) -> Path:
-    return Path(home) / "releases"
-
-
-def manifest_path(home: Path, release_id: str) -> Path:
-    return releases_dir(home) / release_id / "manifest.json"
-
-
-CONTENT_HASH = "content_sha256"
-VERIFIED = "verified"
-UNVERIFIED = "unverified (written before hashes)"
-REPAIR_COMMAND = (
-    'make releases REPAIR="<why>" (or: python -m e2i_platform.ops.releases --repair '
-    '--reason "<why>")'
-)
-_SHA256 = re.compile(r"[0-9a-f]{64}")
-
-
-class ReleaseIntegrityError(RuntimeError):
-    """A release manifest, or releases/CURRENT, that cannot be trusted."""
-
-
-def manifest_sha256(manifest: dict) -> str:
-    """sha256 of the manifest's canonical content: compact JSON with sorted keys, without
-    the `content_sha256` field itself."""
-    content = {k: v for k, v in manifest.items() if k != CONTENT_HASH}
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def verification(manifest: dict) -> str:
-    """How far a manifest that `read_manifest` returned is verified: "verified" (its
-    content matches its hash), or "unverified (written before hashes)"."""
-    return VERIFIED if CONTENT_HASH in manifest else UNVERIFIED
-
-
-@dataclass(frozen=True)
-class ManifestCheck:
-    """One release directory's manifest as found on disk."""
-
-    release_id: str
-    path: Path
-    manifest: dict | None  # None when `problem` says why it cannot be used
-    problem: str | None  # "is missing", "is not readable JSON (...)", "does not match ..."
-
-    @property
-    def status(self) -> str:
-        if self.problem is not None:
-            return "BROKEN: " + self.problem
-        return verification(self.manifest)
-
-
-def check_manifest(home: Path, release_id: str) -> ManifestCheck:
-    """Read and verify one manifest, without raising: what is wrong with it, if anything."""
-    path = manifest_path(home, release_id)
-
-    def broken(problem: str) -> ManifestCheck:
-        return ManifestCheck(release_id, path, None, problem)
-
-    if not path.exists():
-        return broken("is missing")
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        return broken(f"is not readable JSON ({type(exc).__name__}: {exc})")
-    if not isinstance(manifest, dict):
-        return broken(f"does not hold a JSON object (it holds a {type(manifest).__name__})")
-    if manifest.get("release_id") != release_id:
-        return broken(
-            f"names release {manifest.get('release_id')!r}, not {release_id!r} (its directory)"
-        )
-    if CONTENT_HASH in manifest:
-        expected, actual = manifest[CONTENT_HASH], manifest_sha256(manifest)
-        if not (isinstance(expected, str) and _SHA256.fullmatch(expected)) or expected != actual:
-            return broken(
-                f"does not match its content hash: expected {CONTENT_HASH} {expected} (recorded "
-                f"in it), actual {actual} (of its content now); it was changed after it was "
-                "written"
-            )
-    return ManifestCheck(release_id, path, manifest, None)
-
-
-def read_manifest(home: Path, release_id: str) -> dict:
-    """The manifest of a release, verified against its content hash (see the module doc);
-    `ReleaseIntegrityError` naming the file and what is wrong otherwise."""
-    check = check_manifest(home, release_id)
-    if check.problem is not None:
-        raise ReleaseIntegrityError(
-            f"release {release_id}: manifest {check.path} {check.problem}. Restore it from a "
-            f"backup, or set it aside and point CURRENT at an intact release: {REPAIR_COMMAND}"
-        )
-    return check.manifest
-
-
-def current_pointer(home: Path) -> Path:
-    return releases_dir(home) / "CURRENT"
-
-
-def current_release_id(home: Path) -> str | None:
-    """The release CURRENT names; None when no release was made yet. An error when CURRENT
-    is unreadable or empty, or missing while releases exist (never "no champion")."""
-    pointer = current_pointer(home)
-    if not pointer.exists():
-        if existing := release_ids(home):
-            raise ReleaseIntegrityError(
-                f"releases/CURRENT ({pointer}) is missing, but {len(existing)} release(s) "
-                f"exist under {releases_dir(home)} (newest {existing[-1]}). Recover: "
-                f"{REPAIR_COMMAND}"
-            )
-        return None
-    try:
-        release_id = pointer.read_text().strip()
-    except (OSError, ValueError) as exc:
-        raise ReleaseIntegrityError(
-            f"releases/CURRENT ({pointer}) is not readable ({type(exc).__name__}: {exc}). "
-            f"Recover: {REPAIR_COMMAND}"
-        ) from None
-    if not release_id or "/" in release_id or release_id.startswith("."):
-        raise ReleaseIntegrityError(
-            f"releases/CURRENT ({pointer}) does not name a release (it holds {release_id!r}). "
-            f"Recover: {REPAIR_COMMAND}"
-        )
-    return release_id
-
-
-def current_release(home: Path) -> dict | None:
-    """The manifest CURRENT names, verified; None when no release was made yet."""
-    release_id = current_release_id(home)
-    if release_id is None:
-        return None
-    check = check_manifest(home, release_id)
-    if check.problem is not None:
-        raise ReleaseIntegrityError(
-            f"releases/CURRENT ({current_pointer(home)}) names release {release_id}, but its "
-            f"manifest {check.path} {check.problem}. Nothing scores, compares, promotes or "
-            f"rolls back with it. Recover: {REPAIR_COMMAND} -- it lists every release with "
-            "its verification status, sets broken manifests aside and points CURRENT at the "
-            "newest intact release, recorded as a release of kind repair."
-        )
-    return check.manifest
-
-
-def release_ids(home: Path) -> list[str]:
-    """Every release directory's id, oldest first (release ids sort by time); directories
-    whose name starts with a dot (the set-aside ones) are not releases."""
-    root = releases_dir(home)
-    if not root.exists():
-        return []
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def all_releases(home: Path) -> list[dict]:
-    """Every release manifest, oldest first, each verified (`read_manifest`)."""
-    root = releases_dir(home)
-    if not root.exists():
-        return []
-    ids = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())
-    return [read_manifest(home, i) for i in ids]
 
 
 def _rollbacks_by_model(releases: dict[str, dict]) -> dict[str, list[dict]]:

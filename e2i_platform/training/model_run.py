@@ -221,7 +221,7 @@ def _champion_on_same_test(home: Path, data, trained: dict) -> dict:
     """The current champion's ROC-AUC on this test split (not its own old test split)."""
     from sklearn.metrics import roc_auc_score
 
-    from e2i_platform.promotion.release import current_release
+    from e2i_platform.lib.releases import current_release
 
     release = current_release(home)
     if release is None:

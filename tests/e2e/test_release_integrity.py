@@ -10,10 +10,10 @@ test_promotion_integrity; this test is about the manifests.
 
 import json
 
+from e2i_platform.lib.releases import CONTENT_HASH, REPAIR_COMMAND, manifest_sha256
 from e2i_platform.ops.releases import main as releases_main
 from e2i_platform.ops.releases import repair_on
 from e2i_platform.ops.reuse import plan_run
-from e2i_platform.promotion.release import CONTENT_HASH, REPAIR_COMMAND, manifest_sha256
 from e2i_platform.settings import load_settings
 
 from support import (

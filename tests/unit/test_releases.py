@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from e2i_platform.lib.versions import sha256_file
-from e2i_platform.promotion.release import (
+from e2i_platform.lib.releases import (
     CONTENT_HASH,
     REPAIR_COMMAND,
     UNVERIFIED,
@@ -19,14 +18,11 @@ from e2i_platform.promotion.release import (
     current_release,
     manifest_path,
     manifest_sha256,
-    new_release_id,
-    promote,
     read_manifest,
-    repair,
-    rollback,
-    rollbacks_of,
     verification,
 )
+from e2i_platform.lib.versions import sha256_file
+from e2i_platform.promotion.release import new_release_id, promote, repair, rollback, rollbacks_of
 from e2i_platform.resources.mlflow import MlflowResource
 
 OFF = MlflowResource(
