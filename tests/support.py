@@ -198,3 +198,24 @@ def assert_service_reader_matches_feast(feast) -> int:
     assert got["hcp_features__decile"][-1] is None
     assert got["patient_features__events_total"][-1] is not None
     return sum(v is not None for k, col in got.items() if "__" in k for v in col)
+
+
+def synthetic_model_data(noise: float, seed: int):
+    """Model data of one fixed shape (5 features; 2000 train, 800 validation, 10 test
+    rows) whose labels follow f0 - f2; `noise` sets how hard they are to predict. Two
+    seeds and noises give studies whose fingerprints match but whose values differ."""
+    import numpy as np
+    import pandas as pd
+
+    from e2i_platform.training.model_data import ModelData
+
+    rng = np.random.default_rng(seed)
+    X = {
+        s: pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
+        for s, n in (("train", 2000), ("validation", 800), ("test", 10))
+    }
+    y = {
+        s: pd.Series((x["f0"] - x["f2"] + noise * rng.normal(size=len(x)) > 1).astype(int))
+        for s, x in X.items()
+    }
+    return ModelData(list(X["train"].columns), [], {}, X, y, {})

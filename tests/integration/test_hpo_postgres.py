@@ -10,6 +10,8 @@ from pathlib import Path
 
 import optuna
 
+from support import synthetic_model_data
+
 REPO = Path(__file__).resolve().parents[2]
 TRIALS_PER_WORKER = 6
 
@@ -84,31 +86,13 @@ def test_two_workers_share_one_study_on_postgres(e2i_home, psycopg2_url):
     assert complete and all(len(t.intermediate_values) > 5 for t in complete)
 
 
-def _data(noise: float, seed: int):
-    import numpy as np
-    import pandas as pd
-
-    from e2i_platform.training.model_data import ModelData
-
-    rng = np.random.default_rng(seed)
-    X = {
-        s: pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
-        for s, n in (("train", 2000), ("validation", 800), ("test", 10))
-    }
-    y = {
-        s: pd.Series((x["f0"] - x["f2"] + noise * rng.normal(size=len(x)) > 1).astype(int))
-        for s, x in X.items()
-    }
-    return ModelData(list(X["train"].columns), [], {}, X, y, {})
-
-
 def test_warm_started_study_best_trial_agrees_with_optuna_on_postgres(e2i_home, psycopg2_url):
     from e2i_platform.settings import load_settings
     from e2i_platform.training.study import run_study
 
     cfg = load_settings().optuna.model_copy(update={"n_trials": 6, "max_boost_rounds": 40})
-    past = run_study(_data(0.5, 1), cfg, psycopg2_url, "easy-v1", seed=7).record
-    now = run_study(_data(2.0, 2), cfg, psycopg2_url, "hard-v2", seed=7).record
+    past = run_study(synthetic_model_data(0.5, 1), cfg, psycopg2_url, "easy-v1", seed=7).record
+    now = run_study(synthetic_model_data(2.0, 2), cfg, psycopg2_url, "hard-v2", seed=7).record
     assert now["warm_start"]["mode"] == "warm" and now["warm_start"]["seed_trials"] > 0
 
     study = optuna.load_study(study_name=now["study_name"], storage=psycopg2_url)

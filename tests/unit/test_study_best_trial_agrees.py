@@ -10,36 +10,21 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import optuna
-import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
 from e2i_platform.resources.mlflow import MlflowResource
 from e2i_platform.settings import load_settings
-from e2i_platform.training.model_data import ModelData
 from e2i_platform.training.study import run_study
 from e2i_platform.training.warm_start import COPIED_FROM, COPY_MARK, COPY_VALUE, SOURCE_TRIAL
+
+from support import synthetic_model_data
 
 # MLflow's own SQLAlchemy mapper setup, not ours.
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy:DeprecationWarning")
 
 ROUNDS = 40
-
-
-def _data(noise: float, seed: int) -> ModelData:
-    """The same features and size; `noise` sets how hard the labels are to predict."""
-    rng = np.random.default_rng(seed)
-    X = {
-        s: pd.DataFrame(rng.normal(size=(n, 5)), columns=[f"f{i}" for i in range(5)])
-        for s, n in (("train", 2000), ("validation", 800), ("test", 10))
-    }
-    y = {
-        s: pd.Series((x["f0"] - x["f2"] + noise * rng.normal(size=len(x)) > 1).astype(int))
-        for s, x in X.items()
-    }
-    return ModelData(list(X["train"].columns), [], {}, X, y, {})
 
 
 def test_optuna_dashboard_and_mlflow_show_the_platforms_best_trial(
@@ -53,8 +38,10 @@ def test_optuna_dashboard_and_mlflow_show_the_platforms_best_trial(
     cfg = load_settings().optuna.model_copy(update={"n_trials": 7, "max_boost_rounds": ROUNDS})
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
 
-    past = run_study(_data(noise=0.5, seed=1), cfg, url, "easy-v1", seed=7).record
-    now = run_study(_data(noise=2.0, seed=2), cfg, url, "hard-v2", seed=7, mlflow=tracking).record
+    past = run_study(synthetic_model_data(noise=0.5, seed=1), cfg, url, "easy-v1", seed=7).record
+    now = run_study(
+        synthetic_model_data(noise=2.0, seed=2), cfg, url, "hard-v2", seed=7, mlflow=tracking
+    ).record
 
     assert past["warm_start"]["mode"] == "cold" and now["warm_start"]["mode"] == "warm"
     study = optuna.load_study(study_name=now["study_name"], storage=url)
