@@ -23,21 +23,33 @@ SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11", "E2I_HPO_TRI
 SHARED = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "E2I_MLFLOW_ENABLED")
 
 
+def use_home(
+    mp: pytest.MonkeyPatch, home: Path, config: Path | None = None, sizes: dict = SMALL
+) -> str:
+    """Point the settings at a private home (and a config copy, if given), small sizes
+    and no shared server; returns the anchor it set. Generated timelines end now, not at
+    the hour's floor: a test that straddles an hour would otherwise see hour-old
+    "current" data (freshness WARN)."""
+    mp.setenv("E2I_HOME", str(home))
+    if config is None:
+        mp.delenv("E2I_CONFIG_DIR", raising=False)
+    else:
+        mp.setenv("E2I_CONFIG_DIR", str(config))
+    mp.delenv("E2I_ENV", raising=False)
+    for key, value in sizes.items():
+        mp.setenv(key, value)
+    for key in SHARED:
+        mp.delenv(key, raising=False)
+    anchor = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    mp.setenv("E2I_ANCHOR", anchor)
+    return anchor
+
+
 @pytest.fixture
 def e2i_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "e2i"
     home.mkdir()
-    monkeypatch.setenv("E2I_HOME", str(home))
-    monkeypatch.delenv("E2I_ENV", raising=False)
-    monkeypatch.delenv("E2I_CONFIG_DIR", raising=False)
-    for key, value in SMALL.items():
-        monkeypatch.setenv(key, value)
-    for key in SHARED:
-        monkeypatch.delenv(key, raising=False)
-    # Generated timelines end when the test starts, not at the hour's floor: a test that
-    # straddles an hour would otherwise see hour-old "current" data (freshness WARN).
-    now = datetime.now(UTC).replace(tzinfo=None)
-    monkeypatch.setenv("E2I_ANCHOR", now.isoformat(timespec="seconds"))
+    use_home(monkeypatch, home)
     return home
 
 

@@ -20,12 +20,11 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
-from conftest import SHARED, SMALL
+from conftest import use_home
 
 from e2i_platform.settings import load_settings
 from e2i_platform.settings.loader import REPO_ROOT
@@ -97,14 +96,7 @@ def baseline(tmp_path_factory) -> Iterator[Baseline]:
     home.mkdir()
     shutil.copytree(REPO_ROOT / "config", config)
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("E2I_HOME", str(home))
-        mp.setenv("E2I_CONFIG_DIR", str(config))
-        mp.delenv("E2I_ENV", raising=False)
-        for key, value in SMALL.items():
-            mp.setenv(key, value)
-        for key in SHARED:
-            mp.delenv(key, raising=False)
-        mp.setenv("E2I_ANCHOR", datetime.now(UTC).replace(tzinfo=None).isoformat("T", "seconds"))
+        use_home(mp, home, config)
         for path, value in RELAXED.items():
             edit_yaml(config, "promotion", path, value)
         edit_yaml(config, "training", ("continue_rounds",), MORE_ROUNDS)

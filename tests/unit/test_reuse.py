@@ -14,11 +14,11 @@ verdict is re-evaluated rather than reused; hcp_profiles' (30 days) is reused.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
 import pytest
+from conftest import use_home
 
 from e2i_platform.ops.reuse import (
     EXPIRY_MARGIN_S,
@@ -34,7 +34,6 @@ from support import definitions, edit_yaml, failed_steps, run, table_selection, 
 # The sizes of tests/conftest.py's fixtures, and the variables that may point at shared
 # servers (a test never writes there).
 SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11"}
-SHARED = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "E2I_MLFLOW_ENABLED")
 CHAIN = ("raw_hcp_profiles", "hcp_profiles", "raw_patient_journeys", "patient_journeys")
 FORCED = "forced by the test"
 
@@ -98,15 +97,7 @@ def world(tmp_path_factory) -> World:
         expiry_days,
     )  # fmt: skip
     with pytest.MonkeyPatch.context() as mp, dg.instance_for_test() as instance:
-        mp.setenv("E2I_HOME", str(home))
-        mp.setenv("E2I_CONFIG_DIR", str(config))
-        mp.delenv("E2I_ENV", raising=False)
-        for key, value in SMALL.items():
-            mp.setenv(key, value)
-        for key in SHARED:
-            mp.delenv(key, raising=False)
-        anchor = datetime.now(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
-        mp.setenv("E2I_ANCHOR", anchor)
+        use_home(mp, home, config, sizes=SMALL)
         settings = load_settings()
         defs = definitions(settings)
         source = defs.resources["source"]
