@@ -4,7 +4,8 @@
 `make run` keeps DAGSTER_HOME in the repository's `.env` for the default home: the
 Dagster CLIs (`dagster asset materialize ...`) read `.env` from the directory they
 run in, so they find the same instance with no variable to export.
-The instance config is rendered from config/dagster/dagster.<storage>.yaml; the
+The instance config is rendered from config/dagster/dagster.<storage>.yaml (with
+`${DAGSTER_HOME}` replaced by the directory's path); the
 prod one reads its PostgreSQL URL from the environment at run time, so no secret
 is ever written to disk.
 """
@@ -12,13 +13,13 @@ is ever written to disk.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from e2i_platform.settings import Settings
 from e2i_platform.settings.loader import REPO_ROOT
 
 TEMPLATES = {"sqlite": "dagster.local.yaml", "postgres": "dagster.prod.yaml"}
+HOME_PLACEHOLDER = "${DAGSTER_HOME}"  # in a template: this DAGSTER_HOME's absolute path
 
 
 def dagster_home(settings: Settings) -> Path:
@@ -35,7 +36,12 @@ def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
             "instance.storage is postgres (E2I_ENV=prod) but DAGSTER_PG_URL is not set; "
             "export DAGSTER_PG_URL=postgresql+psycopg2://USER:PASSWORD@HOST:5432/DB"
         )
-    shutil.copyfile(settings.config_dir / "dagster" / TEMPLATES[storage], home / "dagster.yaml")
+    template = (settings.config_dir / "dagster" / TEMPLATES[storage]).read_text()
+    # Rendered at every start, so a home copied elsewhere names its own directory.
+    rendered = template.replace(HOME_PLACEHOLDER, str(home.resolve()))
+    target = home / "dagster.yaml"
+    if not target.exists() or target.read_text() != rendered:
+        target.write_text(rendered)
     return home
 
 
@@ -64,7 +70,7 @@ def write_dotenv(settings: Settings, home: Path, dotenv: Path = REPO_ROOT / ".en
     return True
 
 
-if __name__ == "__main__":  # `make dev`: prepare DAGSTER_HOME and print it
+if __name__ == "__main__":  # prepare DAGSTER_HOME and print it (bench/alerts.py)
     from e2i_platform.settings import load_settings
 
     print(prepare_instance(load_settings()))

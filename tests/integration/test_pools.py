@@ -20,13 +20,12 @@ import pytest
 import redis
 
 from e2i_platform.features.materialize import online_timestamps
-from e2i_platform.features.offline import read_offline
 from e2i_platform.features.specs import VIEWS
 from e2i_platform.lib.pools import ONLINE_STORE
 from e2i_platform.ops.instance import prepare_instance
 from e2i_platform.settings import load_settings
 
-from support import FEATURE_CHAIN, definitions, failed_steps, feast_resource, run
+from support import FEATURE_CHAIN, definitions, failed_steps, feast_resource, read_offline, run
 
 REPO = Path(__file__).resolve().parents[2]
 STEP = "online_features"
@@ -172,3 +171,67 @@ def test_two_refreshes_of_the_online_store_take_turns_and_lose_nothing(profile, 
         for view in VIEWS:
             end = _utc(store.get_feature_view(view).most_recent_end_time)
             assert end == _utc(windows[view]["end"]), view
+
+
+# Two processes claim a one-slot pool at the same moment, round after round, on the
+# instance `make run` renders: Dagster's stock SQLite storage let both in (23 of 100
+# rounds here); the platform's storage (lib.pool_claims) must admit exactly one.
+CLAIMS = """
+import sys, time
+from pathlib import Path
+import dagster as dg
+home, barrier, me, rounds = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+
+def meet(stage, r):
+    (barrier / f"{stage}-{r}-{me}").touch()
+    while len(list(barrier.glob(f"{stage}-{r}-*"))) < 2:
+        time.sleep(0.001)
+
+with dg.DagsterInstance.from_config(home) as instance:
+    storage = instance.event_log_storage
+    for r in range(rounds):
+        meet("ready", r)
+        # As a step does before its claim (dagster's InstanceConcurrencyContext): the
+        # first round also races on creating the pool's default slot.
+        storage.initialize_concurrency_limit_to_default("race_pool")
+        status = storage.claim_concurrency_slot("race_pool", f"run-{me}-{r}", "step")
+        print("CLAIM", r, status.is_claimed, flush=True)
+        meet("claimed", r)
+        storage.free_concurrency_slots_for_run(f"run-{me}-{r}")
+        meet("freed", r)
+"""
+
+
+def test_simultaneous_claims_of_a_one_slot_pool_admit_exactly_one(e2i_home, tmp_path):
+    from e2i_platform.lib.pool_claims import SerializedClaimsSqliteEventLogStorage
+
+    settings = load_settings()
+    assert settings.platform.instance.storage == "sqlite"
+    home = prepare_instance(settings)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert isinstance(instance.event_log_storage, SerializedClaimsSqliteEventLogStorage)
+    rounds = 60
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CLAIMS, str(home), str(barrier), me, str(rounds)],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for me in ("a", "b")
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    claimed: dict[int, int] = {}
+    for out, _ in outputs:
+        for line in out.splitlines():
+            _, r, won = line.split()
+            claimed[int(r)] = claimed.get(int(r), 0) + (won == "True")
+    assert sorted(claimed) == list(range(rounds))
+    assert {r: n for r, n in claimed.items() if n != 1} == {}, "rounds with 0 or 2 claims"
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        info = instance.event_log_storage.get_concurrency_info("race_pool")
+    assert info.slot_count == 1 and info.active_slot_count == 0
