@@ -4,6 +4,11 @@ Lazy root: configuration is read and stage packages are imported when Dagster
 builds the definitions, never at import time. Heavy libraries (great_expectations,
 feast, mlflow, optuna, lightgbm, sklearn, and pandera) are imported inside asset
 and check bodies only.
+
+The root is an entry point, imported by nothing in the package: it imports every
+stage (`ops` included), so a stage importing it would close a package circle. The
+command lines of `ops` load it by name, as Dagster does (`ops.location`); tests and
+benchmarks call `build_definitions` with settings of their own.
 """
 
 from __future__ import annotations

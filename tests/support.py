@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import pandas as pd
 
 from e2i_platform.lib.gates import gated_asset
 from e2i_platform.settings import Settings
@@ -165,7 +166,6 @@ def assert_service_reader_matches_feast(feast) -> int:
     the feature service: served entities, an unknown patient and an unknown HCP.
 
     Returns how many served (non-null) values were compared."""
-    from e2i_platform.features.offline import read_offline
     from e2i_platform.features.online import ServiceReader
     from e2i_platform.features.specs import FEATURE_SERVICE
 
@@ -219,3 +219,10 @@ def synthetic_model_data(noise: float, seed: int):
         for s, x in X.items()
     }
     return ModelData(list(X["train"].columns), [], {}, X, y, {})
+
+
+def read_offline(offline_dir: Path, view: str) -> pd.DataFrame:
+    """A view's offline Parquet file, as Feast's file source reads it."""
+    from e2i_platform.features.offline import offline_path
+
+    return pd.read_parquet(offline_path(offline_dir, view))

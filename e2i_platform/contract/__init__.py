@@ -1,4 +1,5 @@
-"""The data contract (see tables.py): the one place that names tables, columns and rules."""
+"""The data contract: the one place that names tables, columns and rules (tables.py),
+and the feature store's entities and views (feature_views.py)."""
 
 from e2i_platform.contract.tables import (
     ENUMS,

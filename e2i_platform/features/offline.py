@@ -48,10 +48,6 @@ def bound_feast_session() -> None:
     bound(ibis.get_backend().raw_sql)
 
 
-def read_offline(offline_dir: Path, view: str, columns: list[str] | None = None) -> pd.DataFrame:
-    return pd.read_parquet(offline_path(offline_dir, view), columns=columns)
-
-
 def _name(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -4,7 +4,7 @@ Every asset that materializes a DataFrame adds `table_metadata(df, docs)` to its
 output metadata. The schema is the frame's own columns and dtypes (read from
 `df.dtypes`: O(columns), never a scan of the rows); `docs` adds what the platform
 knows about a column, derived from where it is defined: the data contract
-(`contract_docs`) or the feature specs (`feature_docs`).
+(`contract_docs`) or its feature views (`feature_docs`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import dagster as dg
 
 from e2i_platform.contract import Column, Table
 from e2i_platform.contract import table as contract_table
+from e2i_platform.contract.feature_views import ENTITIES, TIMESTAMP_DESCRIPTIONS, VIEWS
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,6 @@ def contract_docs(table: str, constraints: bool = True) -> dict[str, ColumnDoc]:
 def feature_docs(view: str, prefix: str = "") -> dict[str, ColumnDoc]:
     """Descriptions of a feature view's columns: its entity keys, timestamps and features
     (`prefix` + feature name: `<view>__` in the training set)."""
-    from e2i_platform.features.specs import ENTITIES, TIMESTAMP_DESCRIPTIONS, VIEWS
-
     spec = VIEWS[view]
     docs = {ENTITIES[e].join_key: ColumnDoc(ENTITIES[e].description) for e in spec.entities}
     if not prefix:

@@ -9,7 +9,7 @@ content matches its `content_sha256`), "unverified (written before hashes)", or
 "BROKEN: ..." with what is wrong; and whether CURRENT names an intact release. It exits
 1 when anything is broken.
 
-`--repair` (`promotion.release.repair`) moves every broken release to
+`--repair` (`promotion.repair.repair`) moves every broken release to
 `releases/.set_aside/` with a note, and when CURRENT is broken makes the model of the
 newest intact release champion again (or of `--to`): a new release of kind `repair`
 (MLflow alias and CURRENT moved, the broken release and its problem recorded), and a
@@ -48,12 +48,14 @@ def repair_releases(
     mlflow: MlflowResource,
 ) -> dict:
     from e2i_platform.ops.rollback import record_on_graph
-    from e2i_platform.promotion.release import repair
+    from e2i_platform.promotion.repair import repair
 
     settings = e2i_config.settings()
     mlflow.ensure_reachable()
     try:
-        outcome = repair(settings.home, mlflow, config.reason, config.to or None)
+        outcome = repair(
+            settings.home, mlflow, config.reason, config.to or None, run_id=context.run_id
+        )
     except RuntimeError as exc:
         raise dg.Failure(f"repair refused: {exc}") from None
     release = outcome["release"]
@@ -147,9 +149,9 @@ def main(argv: list[str]) -> int:
     from e2i_platform.ops.instance import use_instance
 
     use_instance(settings)
-    from e2i_platform.definitions import build_definitions
+    from e2i_platform.ops.location import load_definitions
 
-    defs = build_definitions(settings)
+    defs = load_definitions()
     with dg.DagsterInstance.get() as instance:
         result = repair_on(defs, instance, args.reason, args.to)
     if not result.success:

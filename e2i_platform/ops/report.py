@@ -272,9 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = load_settings()
     home = use_instance(settings)  # the instance `make run` uses
 
-    from e2i_platform.definitions import build_definitions
+    from e2i_platform.ops.location import load_definitions
 
-    graph = build_definitions(settings).resolve_asset_graph()
+    graph = load_definitions().resolve_asset_graph()
     assets = [k for k in graph.toposorted_asset_keys if graph.get(k).is_materializable]
     order = {k: i for i, k in enumerate(assets)}
     checks = sorted(graph.asset_check_keys, key=lambda k: (order.get(k.asset_key, 0), k.name))

@@ -33,6 +33,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     """Publish the rollback (or repair: `ops.releases`) release as champion_model's value
     and log its materialization, versioned like one of the asset's own (code version,
     inputs it stands on)."""
+    from e2i_platform.lib.releases import report_path
     from e2i_platform.lib.versions import DATA_VERSION_TAG, INPUT_VERSION_PREFIX, platform_version
     from e2i_platform.resources.publication import Publications, write_json
 
@@ -74,6 +75,9 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
                 "reason": manifest["reason"],
                 "path": dg.MetadataValue.path(str(pubs.warehouse / published["path"])),
                 "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
+                "report": dg.MetadataValue.path(
+                    str(report_path(settings.home, manifest["release_id"]))
+                ),
             },
         )
     )
@@ -90,12 +94,13 @@ def rollback_champion(
     e2i_config: ConfigResource,
     mlflow: MlflowResource,
 ) -> dict:
+    from e2i_platform.lib.releases import report_path
     from e2i_platform.promotion.release import rollback
 
     settings = e2i_config.settings()
     mlflow.ensure_reachable()
     try:
-        manifest = rollback(settings.home, mlflow, config.reason)
+        manifest = rollback(settings.home, mlflow, config.reason, run_id=context.run_id)
     except RuntimeError as exc:
         raise dg.Failure(f"rollback refused: {exc}") from None
     record_on_graph(context, settings, manifest)
@@ -106,6 +111,9 @@ def rollback_champion(
             "rolled_back_release": manifest["rolled_back_release"],
             "restored_manifest": manifest["restored_manifest_verification"],
             "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
+            "report": dg.MetadataValue.path(
+                str(report_path(settings.home, manifest["release_id"]))
+            ),
         }
     )
     return manifest
@@ -133,9 +141,9 @@ def main(argv: list[str]) -> int:
 
     settings = load_settings()
     use_instance(settings)
-    from e2i_platform.definitions import build_definitions
+    from e2i_platform.ops.location import load_definitions
 
-    defs = build_definitions(settings)
+    defs = load_definitions()
     with dg.DagsterInstance.get() as instance:
         result = defs.resolve_job_def(ROLLBACK_JOB).execute_in_process(
             instance=instance,

@@ -55,14 +55,14 @@ def main(argv: list[str] | None = None) -> int:
 
     import dagster as dg
 
-    from e2i_platform.definitions import build_definitions
     from e2i_platform.ops.instance import write_dotenv
     from e2i_platform.ops.launch import RunOutcome, code_location, launch, wait
+    from e2i_platform.ops.location import load_definitions
     from e2i_platform.ops.progress import LAUNCH_TAG, Progress
     from e2i_platform.ops.reuse import plan_run, report_reuse, run_mode_forces
     from e2i_platform.ops.run_monitoring import fail_dead_runs
 
-    defs = build_definitions(settings)
+    defs = load_definitions()
     write_dotenv(settings, home)
     started = time.perf_counter()
     with dg.DagsterInstance.get() as instance:

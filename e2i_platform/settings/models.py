@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from e2i_platform.contract import INPUT_TABLES, TABLES
+from e2i_platform.contract.feature_views import VIEWS
 from e2i_platform.settings.alert_models import AlertSettings
 
 Severity = Literal["critical", "warning"]
@@ -225,8 +226,6 @@ class FeastMaterializationSettings(Strict):
 
     @model_validator(mode="after")
     def _known_views(self):
-        from e2i_platform.features.specs import VIEWS
-
         if unknown := sorted(set(self.views) - set(VIEWS)):
             raise ValueError(f"views.{unknown[0]}: not a feature view (known: {sorted(VIEWS)})")
         return self

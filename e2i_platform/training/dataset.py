@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from e2i_platform.features.specs import EVENT_TIMESTAMP, FEATURE_SERVICE, SNAPSHOT_EPOCH, VIEWS
+from e2i_platform.features.specs import EVENT_TIMESTAMP, FEATURE_SERVICE, SNAPSHOT_EPOCH
 
 LABEL = "label"
 CUTOFF = EVENT_TIMESTAMP
@@ -166,7 +166,3 @@ def chronological_split(df: pd.DataFrame, spec: DatasetSpec) -> tuple[pd.DataFra
 def feature_columns(df: pd.DataFrame) -> list[str]:
     """Model inputs: every joined feature except the provenance epochs."""
     return [c for c in df.columns if "__" in c and not c.endswith(f"__{SNAPSHOT_EPOCH}")]
-
-
-def snapshot_columns(df: pd.DataFrame) -> list[str]:
-    return [f"{v}__{SNAPSHOT_EPOCH}" for v in VIEWS if f"{v}__{SNAPSHOT_EPOCH}" in df.columns]

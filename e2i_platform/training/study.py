@@ -5,13 +5,14 @@ The study name is the search's identity: a hash of the training set's data versi
 the search settings and the search-space version. With the same identity the study
 is reused when it has all its trials and resumed when it has fewer; `force_new`
 starts a numbered sibling (which the warm start then finds as a perfect match).
+The name, sampler and pruner come from `training.study_setup`; the storage and the
+handling of trials whose process stopped from `training.study_storage`.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from e2i_platform.lib.urls import redact_uri
 from e2i_platform.training.hpo import (
@@ -26,157 +27,23 @@ from e2i_platform.training.hpo import (
     trial_counts,
 )
 from e2i_platform.training.model_data import ModelData
+from e2i_platform.training.study_setup import (
+    make_pruner,
+    make_sampler,
+    pruning_rounds,
+    study_identity,
+    study_name,
+)
+from e2i_platform.training.study_storage import (
+    StaleTrials,
+    ensure_storage,
+    fail_stale_trials,
+    stale_failed_trials,
+)
 
 # Trial failures that are about the trial's parameters, not the platform: recorded as
 # FAIL (visible in counts and MLflow), never chosen as best. Anything else propagates.
 TRIAL_ERRORS: tuple[type[BaseException], ...] = (ValueError, ArithmeticError)
-
-
-# Study user attribute (one per trial, so parallel workers never overwrite each other)
-# recording a trial failed because its process stopped sending heartbeats.
-STALE_ATTR_PREFIX = "heartbeat_failed_trial_"
-
-
-class StaleTrials:
-    """The storage's heartbeat-stale callback: Optuna calls it for every RUNNING trial it
-    fails because its process stopped sending heartbeats (a crash, a kill). It records
-    the trial on the study (`heartbeat_failed_trial_<n>`, visible in optuna-dashboard
-    and read by later runs) and keeps the numbers this process failed in `failed`."""
-
-    def __init__(self, grace_s: int):
-        self.grace_s = grace_s
-        self.failed: list[int] = []
-
-    def __call__(self, study, trial) -> None:
-        study.set_user_attr(
-            f"{STALE_ATTR_PREFIX}{trial.number}",
-            {
-                "reason": f"RUNNING with no heartbeat for more than {self.grace_s} s: "
-                "its process stopped; failed by Optuna's heartbeat check",
-                "started": trial.datetime_start.isoformat() if trial.datetime_start else None,
-            },
-        )
-        self.failed.append(trial.number)
-
-
-def stale_failed_trials(study) -> list[int]:
-    """Numbers of the study's trials failed because their process stopped."""
-    return sorted(
-        int(k.removeprefix(STALE_ATTR_PREFIX))
-        for k in study.user_attrs
-        if k.startswith(STALE_ATTR_PREFIX)
-    )
-
-
-def ensure_storage(
-    url: str,
-    heartbeat_interval_s: int | None = None,
-    heartbeat_grace_s: int | None = None,
-    on_stale: StaleTrials | None = None,
-):
-    """An Optuna storage for `url`; a local SQLite file gets its directory created.
-
-    With `heartbeat_interval_s`, every running trial's process writes a heartbeat that
-    often, and a RUNNING trial silent for more than `heartbeat_grace_s` is failed (FAIL)
-    when any process starts a trial of its study (`on_stale` is told), instead of
-    staying RUNNING forever after a crash."""
-    import warnings
-
-    import optuna
-
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    if heartbeat_interval_s is None:
-        return optuna.storages.RDBStorage(url)
-    grace = heartbeat_grace_s if heartbeat_grace_s is not None else 2 * heartbeat_interval_s
-    if grace <= heartbeat_interval_s:
-        raise ValueError(
-            f"optuna heartbeat_grace_s ({grace}) must be greater than heartbeat_interval_s "
-            f"({heartbeat_interval_s}): a live trial would be failed between two heartbeats"
-        )
-    with warnings.catch_warnings():
-        # The heartbeat arguments are marked experimental; using them is deliberate.
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat_interval_s,
-            grace_period=grace,
-            heartbeat_stale_trial_callback=on_stale,
-        )
-
-
-def fail_stale_trials(study) -> None:
-    """Fail the study's RUNNING trials whose heartbeat stopped (what Optuna also does
-    before each new trial), so a reused study is cleaned up too."""
-    import warnings
-
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
-
-
-def make_sampler(cfg):
-    import optuna
-
-    return optuna.samplers.TPESampler(
-        seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials
-    )
-
-
-def make_pruner(cfg):
-    import optuna
-
-    return optuna.pruners.HyperbandPruner(
-        min_resource=cfg.pruner.min_resource,
-        max_resource=cfg.max_boost_rounds,
-        reduction_factor=cfg.pruner.reduction_factor,
-    )
-
-
-def pruning_rounds(cfg) -> frozenset[int]:
-    """The boosting rounds at which the pruner decides. Every Hyperband bracket promotes
-    at min_resource * reduction_factor**k rounds, so reporting only there gives the
-    decisions (and, since TPE ranks pruned trials by their last report, the search)
-    that reporting every round gives, with a tenth of the storage writes: at the
-    default size those writes were 60% of the search on SQLite."""
-    rounds, step = set(), cfg.pruner.min_resource
-    while step <= cfg.max_boost_rounds:
-        rounds.add(step)
-        step *= cfg.pruner.reduction_factor
-    return frozenset(rounds)
-
-
-def study_identity(dataset_version: str, cfg) -> str:
-    from e2i_platform.training.runs import fingerprint
-
-    # How trials are stored and watched is not what was searched.
-    search = cfg.model_dump(
-        exclude={
-            "storage",
-            "warm_start",
-            "study_prefix",
-            "heartbeat_interval_s",
-            "heartbeat_grace_s",
-        }
-    )
-    return fingerprint(
-        {"dataset": dataset_version, "search": search, "space": SEARCH_SPACE_VERSION}
-    )
-
-
-def study_name(storage, cfg, identity: str, force_new: bool) -> str:
-    import optuna
-
-    base = f"{cfg.study_prefix}-{identity[:12]}"
-    if not force_new:
-        return base
-    existing = set(optuna.get_all_study_names(storage))
-    n = 2
-    while f"{base}.{n}" in existing:
-        n += 1
-    return f"{base}.{n}"
 
 
 @dataclass
@@ -200,14 +67,10 @@ def run_study(
     storage (default: `storage_url`), always without credentials."""
     import optuna
 
+    from e2i_platform.training.dataset_fingerprint import FINGERPRINT_ATTR, dataset_fingerprint
     from e2i_platform.training.hpo import optuna_best_trial_number
     from e2i_platform.training.tuning_sample import tuning_sample
-    from e2i_platform.training.warm_start import (
-        COPIED_FROM,
-        FINGERPRINT_ATTR,
-        dataset_fingerprint,
-        warm_start,
-    )
+    from e2i_platform.training.warm_start import COPIED_FROM, warm_start
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     started = time.perf_counter()

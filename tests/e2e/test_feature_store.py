@@ -13,7 +13,6 @@ import pandas as pd
 import pytest
 
 from e2i_platform.features.materialize import online_timestamps
-from e2i_platform.features.offline import read_offline
 from e2i_platform.features.specs import VIEWS
 from e2i_platform.settings import load_settings
 
@@ -29,6 +28,7 @@ from support import (
     latest_metadata,
     materialized,
     online_config,
+    read_offline,
     run,
 )
 

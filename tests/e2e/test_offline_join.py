@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from e2i_platform.features.offline import read_offline
 from e2i_platform.features.specs import CREATED_TIMESTAMP, EVENT_TIMESTAMP, FEATURE_SERVICE
 from e2i_platform.settings import load_settings
 from e2i_platform.training.dataset import (
@@ -23,7 +22,7 @@ from e2i_platform.training.dataset import (
     training_frame,
 )
 
-from support import definitions, feast_resource, materialized, run
+from support import definitions, feast_resource, materialized, read_offline, run
 
 REPO = Path(__file__).resolve().parents[2]
 

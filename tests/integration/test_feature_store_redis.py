@@ -15,7 +15,6 @@ import pytest
 import redis
 
 from e2i_platform.features.materialize import online_timestamps
-from e2i_platform.features.offline import read_offline
 from e2i_platform.settings import load_settings
 
 from support import (
@@ -28,6 +27,7 @@ from support import (
     failed_steps,
     feast_resource,
     latest_metadata,
+    read_offline,
     run,
 )
 

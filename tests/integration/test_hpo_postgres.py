@@ -25,7 +25,8 @@ WORKER = textwrap.dedent(
     from e2i_platform.settings import load_settings
     from e2i_platform.training.hpo import Objective, search_space
     from e2i_platform.training.model_data import ModelData
-    from e2i_platform.training.study import ensure_storage, make_pruner, make_sampler
+    from e2i_platform.training.study_setup import make_pruner, make_sampler
+    from e2i_platform.training.study_storage import ensure_storage
 
     url, name, trials, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     rng = np.random.default_rng(0)  # the same data in both workers
@@ -54,7 +55,7 @@ WORKER = textwrap.dedent(
 
 
 def test_two_workers_share_one_study_on_postgres(e2i_home, psycopg2_url):
-    from e2i_platform.training.study import ensure_storage
+    from e2i_platform.training.study_storage import ensure_storage
 
     storage = ensure_storage(psycopg2_url)
     optuna.create_study(study_name="shared", storage=storage, direction="maximize")

@@ -186,3 +186,23 @@ def test_loading_and_snapshotting_the_location_prints_no_warning(e2i_home):
     )
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_the_command_lines_load_the_code_location_workspace_yaml_serves(e2i_home):
+    """`make run`, `make rollback`, `make releases` and `make report` get their
+    Definitions through `ops.location` (by the module pyproject.toml declares), not by
+    importing the root: the same location as workspace.yaml's, built the same way."""
+    import yaml
+
+    from e2i_platform.definitions import defs
+    from e2i_platform.ops.location import load_definitions, location_module
+    from e2i_platform.ops.rollback import ROLLBACK_JOB
+
+    (entry,) = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"]
+    assert location_module() == entry["python_module"]["module_name"]
+    loaded = load_definitions()
+    graph, expected = loaded.resolve_asset_graph(), defs().resolve_asset_graph()
+    assert graph.get_all_asset_keys() == expected.get_all_asset_keys()
+    assert graph.asset_check_keys == expected.asset_check_keys
+    assert loaded.resolve_job_def(ROLLBACK_JOB).name == ROLLBACK_JOB
+    assert {"source", "e2i_config", "mlflow"} <= set(loaded.resources)

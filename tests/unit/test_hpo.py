@@ -11,7 +11,7 @@ from optuna.trial import TrialState, create_trial
 from e2i_platform.settings import load_settings
 from e2i_platform.training.hpo import Objective, best_trial, search_space
 from e2i_platform.training.model_data import ModelData
-from e2i_platform.training.study import make_pruner, make_sampler, pruning_rounds
+from e2i_platform.training.study_setup import make_pruner, make_sampler, pruning_rounds
 
 
 def _data(seed: int = 0) -> ModelData:

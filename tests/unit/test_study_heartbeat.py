@@ -21,7 +21,8 @@ from optuna.trial import TrialState
 
 from e2i_platform.settings import load_settings
 from e2i_platform.training.model_data import ModelData
-from e2i_platform.training.study import STALE_ATTR_PREFIX, ensure_storage, run_study
+from e2i_platform.training.study import run_study
+from e2i_platform.training.study_storage import STALE_ATTR_PREFIX, ensure_storage
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,10 +6,10 @@ import optuna
 import pandas as pd
 
 from e2i_platform.settings import load_settings
+from e2i_platform.training.dataset_fingerprint import FINGERPRINT_ATTR, DatasetFingerprint
 from e2i_platform.training.model_data import ModelData
 from e2i_platform.training.study import run_study
 from e2i_platform.training.tuning_sample import tuning_sample
-from e2i_platform.training.warm_start import FINGERPRINT_ATTR, DatasetFingerprint
 
 
 def _patient_data(patients: dict[str, int], seed: int = 0) -> ModelData:

@@ -12,13 +12,13 @@ from optuna.samplers import RandomSampler, TPESampler
 from optuna.trial import TrialState, create_trial
 
 from e2i_platform.settings.models import WarmStartSettings
-from e2i_platform.training.warm_start import (
+from e2i_platform.training.dataset_fingerprint import (
     FINGERPRINT_ATTR,
     DatasetFingerprint,
     dataset_fingerprint,
     similarity,
-    warm_start,
 )
+from e2i_platform.training.warm_start import warm_start
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
