@@ -95,3 +95,14 @@ def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     db = tmp_path_factory.mktemp("mlflow_template") / "mlflow.db"
     MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()
     return db
+
+
+@pytest.fixture
+def tracking_db(tmp_path: Path, template_db: Path) -> str:
+    """A fresh MLflow SQLite tracking URI (a copy of the template) under the test's tmp."""
+    import shutil
+
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir()
+    shutil.copyfile(template_db, db)
+    return f"sqlite:///{db}"

@@ -3,16 +3,32 @@ config/promotion.yaml) and the `schema` gate on `patient_risk_scores`.
 
 Each gate reports what it observed and the threshold it compared with; a gate that
 cannot measure (no comparable region, a cost not found in the event log, say) fails:
-unmeasured is never a pass.
+unmeasured is never a pass. Each gate's verdict is also tagged on the evaluated model's
+registered MLflow version (`e2i.gate.<gate>`: `passed` or `failed: <summary>`).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: Dagster reads the checks' resource annotations
+# through `gate_check`'s wrapper, whose globals are not this module's.
 import dagster as dg
 
 from e2i_platform.lib.gate_checks import gate_check
 from e2i_platform.lib.gate_results import gate_result
 from e2i_platform.resources.config import ConfigResource
+from e2i_platform.resources.mlflow import MlflowResource
+
+
+def _on_version(
+    mlflow: MlflowResource, evaluation: dict, gate: str, result: dg.AssetCheckResult
+) -> dg.AssetCheckResult:
+    """The verdict also on the evaluated model's registered version (`e2i.gate.<gate>`),
+    so the registry shows why a `challenger` did not become champion."""
+    from e2i_platform.resources.mlflow_registry import gate_tag
+
+    version = mlflow.own_version(evaluation.get("model", {}).get("mlflow", {}))
+    if version is not None:
+        key, value = gate_tag(gate, result.passed, result.description)
+        mlflow.set_version_tags(version, {key: value})
+    return result
 
 
 def _result(passed: bool, summary: str, evaluation: dict, **extra) -> dg.AssetCheckResult:
@@ -54,37 +70,45 @@ def quality_verdict(evaluation: dict, min_auc: float, tolerance: float) -> dg.As
     description="ROC-AUC on test >= the "
     "configured minimum and >= the current champion's (same test rows) - tolerance.",
 )
-def quality_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+def quality_gate(
+    model_evaluation: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
     cfg = e2i_config.settings().promotion.quality_gate
-    return quality_verdict(model_evaluation, cfg.min_roc_auc, cfg.champion_tolerance)
+    result = quality_verdict(model_evaluation, cfg.min_roc_auc, cfg.champion_tolerance)
+    return _on_version(mlflow, model_evaluation, "quality_gate", result)
 
 
 @gate_check(
     asset="model_evaluation",
     description="Brier score on test <= the configured maximum.",
 )
-def calibration_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+def calibration_gate(
+    model_evaluation: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
     limit = e2i_config.settings().promotion.calibration_gate.max_brier
     brier = model_evaluation["brier"]
     passed = brier <= limit
-    return _result(
+    result = _result(
         passed,
         f"Brier {brier:.4f} {'<=' if passed else '>'} maximum {limit:.4f}",
         model_evaluation,
         observed_brier=brier,
         threshold_max_brier=limit,
     )
+    return _on_version(mlflow, model_evaluation, "calibration_gate", result)
 
 
 @gate_check(
     asset="model_evaluation",
     description="p95 wall time to score one batch <= the configured maximum.",
 )
-def latency_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+def latency_gate(
+    model_evaluation: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
     limit = e2i_config.settings().promotion.latency_gate.max_p95_ms
     latency = model_evaluation["latency"]
     passed = latency["p95_ms"] <= limit
-    return _result(
+    result = _result(
         passed,
         f"p95 {latency['p95_ms']:.1f} ms per {latency['batch_rows']} rows "
         f"{'<=' if passed else '>'} maximum {limit:g} ms",
@@ -93,19 +117,22 @@ def latency_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asset
         threshold_max_p95_ms=limit,
         latency=latency,
     )
+    return _on_version(mlflow, model_evaluation, "latency_gate", result)
 
 
 @gate_check(
     asset="model_evaluation",
     description="Largest ROC-AUC gap between regions <= the configured limit.",
 )
-def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
+def fairness_gate(
+    model_evaluation: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
     limit = e2i_config.settings().promotion.fairness_gate.max_region_auc_gap
     gap = model_evaluation["region_auc_gap"]
     regions = model_evaluation["region_auc"]
     compared = sorted(r for r, v in regions.items() if v["compared"])
     if gap is None:
-        return _result(
+        result = _result(
             False,
             f"fairness cannot be measured: {len(compared)} region(s) comparable "
             "(need 2; see region_auc for why)",
@@ -114,8 +141,9 @@ def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asse
             threshold_max_gap=limit,
             region_auc=regions,
         )
+        return _on_version(mlflow, model_evaluation, "fairness_gate", result)
     passed = gap <= limit
-    return _result(
+    result = _result(
         passed,
         f"largest regional ROC-AUC gap {gap:.4f} {'<=' if passed else '>'} limit {limit:.4f} "
         f"over {', '.join(compared)}",
@@ -124,6 +152,7 @@ def fairness_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.Asse
         threshold_max_gap=limit,
         region_auc=regions,
     )
+    return _on_version(mlflow, model_evaluation, "fairness_gate", result)
 
 
 def cost_verdict(evaluation: dict, limits) -> dg.AssetCheckResult:
@@ -179,8 +208,11 @@ def cost_verdict(evaluation: dict, limits) -> dg.AssetCheckResult:
     description="What the model cost to produce (HPO + training step seconds), its size "
     "on disk and its scoring CPU seconds per 1M rows on one core <= the configured limits.",
 )
-def cost_gate(model_evaluation: dict, e2i_config: ConfigResource) -> dg.AssetCheckResult:
-    return cost_verdict(model_evaluation, e2i_config.settings().promotion.cost_gate)
+def cost_gate(
+    model_evaluation: dict, e2i_config: ConfigResource, mlflow: MlflowResource
+) -> dg.AssetCheckResult:
+    result = cost_verdict(model_evaluation, e2i_config.settings().promotion.cost_gate)
+    return _on_version(mlflow, model_evaluation, "cost_gate", result)
 
 
 @gate_check(

@@ -111,18 +111,22 @@ def hpo_study(
     recorded beside it. The study is named by the training set's data version and the
     search settings: reused when complete, resumed when not, warm started from similar
     past studies when new (which ones, their scores, and the rejected ones are in the
-    metadata). Every trial is a nested MLflow run under the study's run."""
+    metadata). Every trial is a nested MLflow run under the study's run, which lists the
+    training set as its input dataset (by content hash)."""
     from e2i_platform.lib.versions import frame_version
+    from e2i_platform.training.dataset import LABEL
     from e2i_platform.training.model_data import model_data
+    from e2i_platform.training.model_run import TRAINING_SET
     from e2i_platform.training.study import run_study
 
     settings = e2i_config.settings()
     mlflow.ensure_reachable()
+    content_hash = frame_version(training_dataset)
     outcome = run_study(
         model_data(training_dataset),
         settings.optuna,
         settings.under_home(settings.optuna.storage),
-        frame_version(training_dataset),
+        content_hash,
         settings.training.seed,
         mlflow=mlflow if mlflow.enabled else None,
         force_new=_run_mode(config, e2i_config) == "force_new",
@@ -133,6 +137,16 @@ def hpo_study(
     record["mlflow"]["tracking"] = "on" if mlflow.enabled else "off"
     if record["mlflow"]["study_run_id"]:
         record["mlflow"]["study_run"] = mlflow.run_link(record["mlflow"]["study_run_id"])
+        # The study's run names what it searched on (once: MLflow keeps one input per
+        # dataset name and digest, so a reused study's run is unchanged).
+        mlflow.log_dataset(
+            record["mlflow"]["study_run_id"],
+            training_dataset,
+            TRAINING_SET,
+            content_hash,
+            context="tuning",
+            targets=LABEL,
+        )
     context.log.info(f"hpo_study {record['study_name']}: {record['decision']}")
     return dg.Output(
         record,
@@ -177,7 +191,8 @@ def trained_model(
 ) -> dg.Output:
     """LightGBM trained with the study's best parameters for its best number of rounds,
     written to `$E2I_HOME/models/<model>/spec-<8>_exec-<8>/v<N>/` (model.txt,
-    metrics.json, metadata.json; atomically) and registered in MLflow with a signature.
+    metrics.json, metadata.json; atomically) and registered in MLflow with a signature
+    as the candidate: alias `challenger`, its training set logged as the run's input.
     The run mode (config/training.yaml or the Launchpad) decides: reuse_if_exists,
     force_new, resume_if_incomplete, continue_from_previous. A reused run says so."""
     from e2i_platform.training.model_run import train_or_reuse
@@ -202,6 +217,8 @@ def trained_model(
             "exec_fingerprint": dg.MetadataValue.text(record["exec"]),
             "valid_auc": dg.MetadataValue.float(record["metrics"]["valid_auc"]),
             "mlflow": dg.MetadataValue.json(record["mlflow"]),
+            # The alias `challenger`: set on a new version, moved back to a reused one.
+            "challenger": dg.MetadataValue.json(record["challenger"]),
             **mlflow.model_links(record["mlflow"]),
         },
     )

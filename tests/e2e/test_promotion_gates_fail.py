@@ -9,7 +9,9 @@ Each branch then edits one threshold so that exactly its gate fails on the candi
 and the test checks what a failed gate must leave behind: the gate failed as a
 blocking ERROR with its observed value and limit, the other gates passed,
 champion_model did not materialize, `releases/` (CURRENT and both manifests) is
-byte-identical and the MLflow alias `champion` still names B's version.
+byte-identical and the MLflow alias `champion` still names B's version, while the
+candidate's version keeps `challenger` and its tags name the failed gate. B's version
+carries its release, the release's Dagster run and all five gates passed.
 
 300 patients cannot judge a model (the defaults are judged at 5,000 patients in
 test_model_lifecycle): the baseline relaxes quality and fairness as
@@ -53,12 +55,80 @@ def _releases(home: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
-def _alias(settings) -> str:
+def _client(settings):
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(settings.under_home(settings.mlflow.tracking_uri))
+    uri = settings.under_home(settings.mlflow.tracking_uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _alias(settings) -> str:
     registered = settings.mlflow.registered_model
-    return str(client.get_model_version_by_alias(registered, "champion").version)
+    return str(_client(settings).get_model_version_by_alias(registered, "champion").version)
+
+
+def _aliases(settings) -> dict[str, str]:
+    """alias -> version of the registered model."""
+    model = _client(settings).get_registered_model(settings.mlflow.registered_model)
+    return {k: str(v) for k, v in model.aliases.items()}
+
+
+def _version(settings, version: str):
+    return _client(settings).get_model_version(settings.mlflow.registered_model, version)
+
+
+def _trained_version(instance) -> str:
+    """The registered version of the latest trained_model."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
+    return str(event.asset_materialization.metadata["mlflow"].value["model_version"])
+
+
+def _assert_champion_evidence(settings, version: str, release_id: str, run_id: str) -> None:
+    """The champion's version names its release, the run that made it, and every promotion
+    gate passed."""
+    tags = _version(settings, version).tags
+    assert tags["e2i.role"] == "champion"
+    assert tags["e2i.release_id"] == release_id
+    assert tags["e2i.release_kind"] == "promotion"
+    assert tags["e2i.release_dagster_run_id"] == run_id
+    assert {g: tags.get(f"e2i.gate.{g}") for g in GATES} == dict.fromkeys(GATES, "passed")
+
+
+def _training_set_version(instance) -> str:
+    from e2i_platform.lib.versions import DATA_VERSION_TAG
+
+    event = instance.get_latest_materialization_event(dg.AssetKey("training_dataset"))
+    return event.asset_materialization.tags[DATA_VERSION_TAG]
+
+
+def _assert_study_run(settings, instance, run_id: str) -> None:
+    """The study's run and its trials carry the Dagster run that searched; the study's
+    run lists the training set as its input (context `tuning`)."""
+    event = instance.get_latest_materialization_event(dg.AssetKey("hpo_study"))
+    study_run = event.asset_materialization.metadata["mlflow"].value["study_run_id"]
+    client = _client(settings)
+    run = client.get_run(study_run)
+    assert run.data.tags["dagster.run_id"] == run_id
+    (given,) = run.inputs.dataset_inputs
+    assert given.dataset.digest == _training_set_version(instance)
+    assert {t.key: t.value for t in given.tags}["mlflow.data.context"] == "tuning"
+    trials = client.search_runs(
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{study_run}'", max_results=1000
+    )
+    assert trials and {t.data.tags["dagster.run_id"] for t in trials} == {run_id}
+
+
+def _assert_training_run(settings, instance, version: str, run_id: str) -> None:
+    """The version's MLflow run: tagged with the Dagster run that trained it, the training
+    set its input dataset by our content hash (the training_dataset's data version)."""
+    registered = _version(settings, version)
+    assert registered.tags["dagster.run_id"] == run_id
+    run = _client(settings).get_run(registered.run_id)
+    assert run.data.tags["dagster.run_id"] == run_id
+    content_hash = _training_set_version(instance)
+    (given,) = run.inputs.dataset_inputs
+    assert (given.dataset.name, given.dataset.digest) == ("training_dataset", content_hash)
+    assert registered.tags["e2i.training_set.content_hash"] == content_hash
 
 
 def _gates(result) -> dict[str, dg.AssetCheckEvaluation]:
@@ -123,11 +193,39 @@ def baseline(tmp_path_factory) -> Iterator[Baseline]:
         )
         base.champion_release = current_release(home)
         base.champion_version = _alias(load_settings())
+        # A is the former champion; B's version carries its release and its gates; B
+        # was a candidate trained in `boosted`, with the training set as its input.
+        settings = load_settings()
+        champion_tags = _version(settings, base.champion_version).tags
+        assert base.champion_version == _trained_version(instance)
+        _assert_champion_evidence(
+            settings, base.champion_version, base.champion_release, promoted.run_id
+        )
+        _assert_training_run(settings, instance, base.champion_version, boosted.run_id)
+        _assert_study_run(settings, instance, first.run_id)
+        assert champion_tags["e2i.action"] == "continue"
+        assert _aliases(settings) == {"champion": base.champion_version}  # challenger crowned
+        formers = [
+            v.version
+            for v in _client(settings).search_model_versions(
+                f"name = '{settings.mlflow.registered_model}'"
+            )
+            if v.tags.get("e2i.role") == "former_champion"
+        ]
+        assert len(formers) == 1 and str(formers[0]) != base.champion_version
         # The candidate: A trained again (force_new: the study's parameters and rounds,
         # the same seed), worse than the champion on the same test rows.
         again = {"ops": {"trained_model": {"config": {"run_mode": "force_new"}}}}
         retrained = run(defs, instance, selection=["trained_model"], run_config=again)
         assert retrained.success, _failures(retrained)
+        # The candidate waits as challenger; champion stays on B.
+        base.candidate_version = _trained_version(instance)
+        assert _aliases(settings) == {
+            "champion": base.champion_version,
+            "challenger": base.candidate_version,
+        }
+        assert _version(settings, base.candidate_version).tags["e2i.role"] == "candidate"
+        _assert_training_run(settings, instance, base.candidate_version, retrained.run_id)
         control = base.evaluate(promote=False)
         assert control.success, _failures(control)
         gates = _gates(control)
@@ -311,6 +409,19 @@ def test_a_failing_gate_leaves_the_champion_and_releases_untouched(gates_fail, b
     assert _releases(base.home) == releases
     assert current_release(base.home) == base.champion_release
     assert _alias(load_settings()) == base.champion_version
+    # The registry: the candidate keeps `challenger`, `champion` stays on B, and the
+    # candidate's version names the gate that failed (and the others' passes).
+    assert _aliases(load_settings()) == {
+        "champion": base.champion_version,
+        "challenger": base.candidate_version,
+    }
+    tags = _version(load_settings(), base.candidate_version).tags
+    assert tags[f"e2i.gate.{gate}"].startswith("failed: "), tags
+    assert " ".join(failed.description.split())[:100] in tags[f"e2i.gate.{gate}"]
+    assert {g: tags[f"e2i.gate.{g}"] for g in GATES if g != gate} == dict.fromkeys(
+        set(GATES) - {gate}, "passed"
+    )
+    assert tags["e2i.role"] == "candidate"
     latest = base.instance.get_latest_materialization_event(dg.AssetKey("champion_model"))
     assert (latest.run_id, latest.timestamp) == (champion_event.run_id, champion_event.timestamp)
 
@@ -325,6 +436,16 @@ def test_a_reused_model_costs_what_it_cost_when_it_was_trained(gates_fail):
     assert reused.success, _failures(reused)
     event = base.instance.get_latest_materialization_event(dg.AssetKey("trained_model"))
     assert event.asset_materialization.metadata["action"].value == "reuse"
+    # The reused model is the candidate again: `challenger` stays on its version, and
+    # the version names the run that reused it.
+    assert event.asset_materialization.metadata["challenger"].value == {
+        "alias": "challenger",
+        "version": base.candidate_version,
+        "action": "kept on the reused version",
+    }
+    assert _aliases(load_settings())["challenger"] == base.candidate_version
+    tags = _version(load_settings(), base.candidate_version).tags
+    assert tags["e2i.reused_in_dagster_run"] == reused.run_id
 
     result = base.evaluate(promote=False)
 

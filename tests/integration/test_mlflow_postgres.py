@@ -50,3 +50,42 @@ def test_a_database_backed_store_keeps_artifacts_under_the_home(
     with pytest.raises(dg.Failure, match="no artifact root"):
         nowhere.ensure_reachable()
     assert list(cwd.iterdir()) == []
+
+
+def test_candidate_champion_and_dataset_input_in_postgresql(psycopg2_url, tmp_path):
+    """The registry and the dataset input on PostgreSQL's column limits (a dataset digest
+    is VARCHAR(36)): our 16-hex content hash, the aliases and the version tags."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from e2i_platform.lib.versions import frame_version
+    from e2i_platform.promotion.release import move_alias
+
+    tracking = MlflowResource(
+        tracking_uri=psycopg2_url,
+        experiment="e2i_pg",
+        registered_model="e2i_pg",
+        home=str(tmp_path),
+    )
+    frame = pd.DataFrame({"x": [0.1, 0.2, 0.3], "discontinued": [0, 1, 0]})
+    run = tracking.start_run("train", {}, {})
+    tracking.log_dataset(
+        run, frame, "training_dataset", frame_version(frame), targets="discontinued"
+    )
+    client = MlflowClient(tracking_uri=psycopg2_url, registry_uri=psycopg2_url)
+    logged = client.create_logged_model(
+        experiment_id=tracking.ensure_reachable(), name="model", source_run_id=run
+    )
+    version = tracking.register_candidate(f"models:/{logged.model_id}", run, {"e2i.x": "1"})
+    tracking.end_run(run)
+    (given,) = client.get_run(run).inputs.dataset_inputs
+    assert given.dataset.digest == frame_version(frame)
+    assert tracking.aliases() == {"challenger": version}
+
+    gates = {"model_evaluation.quality_gate": {"passed": False, "summary": "x" * 5000}}
+    move_alias(tracking, version, "20261206T000000000000Z-promotion", "run-1", gates)
+    assert tracking.aliases() == {"champion": version}
+    tags = client.get_model_version("e2i_pg", version).tags
+    assert tags["e2i.role"] == "champion" and tags["e2i.release_dagster_run_id"] == "run-1"
+    assert tags["e2i.gate.quality_gate"].startswith("failed: xxx")
+    assert len(tags["e2i.gate.quality_gate"]) < 300

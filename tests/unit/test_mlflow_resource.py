@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -16,14 +15,14 @@ import dagster as dg
 import pytest
 
 from e2i_platform.lib.urls import redact_uri
-from e2i_platform.resources.mlflow import (
+from e2i_platform.resources.mlflow import MlflowResource
+from e2i_platform.resources.mlflow_store import sqlite_path
+from e2i_platform.resources.mlflow_tracking import (
     MAX_ENTITIES_PER_BATCH,
     MAX_METRICS_PER_BATCH,
     MAX_PARAMS_TAGS_PER_BATCH,
     SKIPPED_METRICS_TAG,
-    MlflowResource,
     _batches,
-    sqlite_path,
 )
 
 # MLflow's own SQLAlchemy mapper setup, not ours.
@@ -34,13 +33,8 @@ MODEL = "e2i_test_model"
 
 
 @pytest.fixture
-def tracking(tmp_path: Path, template_db: Path) -> MlflowResource:
-    db = tmp_path / "mlflow" / "mlflow.db"
-    db.parent.mkdir()
-    shutil.copyfile(template_db, db)
-    return MlflowResource(
-        tracking_uri=f"sqlite:///{db}", experiment=EXPERIMENT, registered_model=MODEL
-    )
+def tracking(tracking_db: str) -> MlflowResource:
+    return MlflowResource(tracking_uri=tracking_db, experiment=EXPERIMENT, registered_model=MODEL)
 
 
 def client(resource: MlflowResource):
@@ -157,7 +151,6 @@ def test_disabled_resource_creates_nothing_and_returns_none(tmp_path: Path):
     assert parent is None
     assert off.log_trial(parent, 0, {"a": 1}, [(0, 0.5)], {"auc": 0.5}, "COMPLETE") is None
     assert off.log_metrics(parent, {"auc": 0.5}) is None
-    assert off.log_params(parent, {"a": 1}) is None
     assert off.set_tags(parent, {"a": "b"}) is None
     assert off.log_dict(parent, {"a": 1}, "x.json") is None
     assert off.end_run(parent) is None
@@ -165,7 +158,14 @@ def test_disabled_resource_creates_nothing_and_returns_none(tmp_path: Path):
     assert off.register("models:/m-1", parent) is None
     assert off.alias_version("champion") is None
     assert off.set_alias("champion", "1") is None
-    assert off.delete_alias("champion") is None
+    assert off.start_run("train", {"a": 1}, {}) is None
+    assert off.log_dataset("abc", object(), "training_dataset", "0" * 16) is None
+    assert off.register_candidate("models:/m-1", parent, {}) is None
+    assert off.keep_candidate({"model_version": "1"})["action"] == "none: tracking off"
+    assert off.set_version_tags("1", {"a": "b"}) is None
+    assert off.version_tags("1") is None
+    assert off.own_version({"model_version": "1"}) is None
+    assert off.aliases() == {}
     assert off.run_link("abc") == ""
     assert list(tmp_path.iterdir()) == []
 
@@ -299,9 +299,8 @@ def test_log_model_register_and_aliases_round_trip(tracking: MlflowResource, mon
     assert second == "2"
     tracking.set_alias("champion", second)
     assert tracking.alias_version("champion") == "2"
-    tracking.delete_alias("champion")
-    tracking.delete_alias("champion")  # idempotent
-    assert tracking.alias_version("champion") is None
+    tracking.set_alias("champion", version)
+    assert tracking.alias_version("champion") == "1"
 
     tracking.log_dict(parent, {"threshold": 0.5}, "decision.json")
     artifact_uri = c.get_run(parent).info.artifact_uri

@@ -16,6 +16,7 @@ from e2i_platform.promotion.checks import (
     quality_verdict,
     risk_scores_schema,
 )
+from e2i_platform.resources.mlflow import MlflowResource
 
 GATES = {
     "quality_gate": ("model_evaluation", "configured minimum"),
@@ -194,6 +195,11 @@ def _cost(limits: dict, step: float, unmeasured: bool = False) -> dict:
     }
 
 
+TRACKING_OFF = MlflowResource(
+    enabled=False, tracking_uri="sqlite:///unused.db", experiment="e", registered_model="m"
+)
+
+
 class Case(dg.Config):
     case: str
     limits: dict
@@ -231,7 +237,9 @@ def gate_runs(tmp_path_factory):
             result = dg.materialize(
                 [standin_model_evaluation, *promotion_checks()[:5]],
                 selection=dg.AssetSelection.assets("model_evaluation"),
-                resources={"e2i_config": config},
+                # Tracking off: the stand-in evaluation has no registered version to tag
+                # (test_mlflow_registry tags a real one).
+                resources={"e2i_config": config, "mlflow": TRACKING_OFF},
                 instance=instance,
                 run_config={
                     "ops": {"model_evaluation": {"config": {"case": case, "limits": limits}}}
