@@ -13,7 +13,9 @@ measured so the budgets below can be checked against reality.
 
 Real PostgreSQL and Redis come from ``services.ensure_services()`` once, right
 before the first lane that needs them (release, integration, e2e), so preflight runs
-before any service is started; their URLs are passed to the lanes after it.
+before any service is started; their URLs are passed to the lanes after it. Before the
+integration lane, ``services.ensure_chromium()`` installs Debian's chromium and
+chromium-driver when missing (the release report's browser test).
 
 Verdicts: a lane fails when pytest fails, collects nothing (exit 5), or -- in
 the integration and e2e lanes -- skips anything, because a skipped integration
@@ -51,9 +53,9 @@ from typing import IO
 import psutil
 
 if __package__:
-    from .services import ServicesUnavailable, ensure_services, mask_url
+    from .services import ServicesUnavailable, ensure_chromium, ensure_services, mask_url
 else:  # run as a script: this directory is sys.path[0]
-    from services import ServicesUnavailable, ensure_services, mask_url
+    from services import ServicesUnavailable, ensure_chromium, ensure_services, mask_url
 
 HERE = Path(__file__).resolve().parent
 MIB = 1024**2
@@ -89,6 +91,7 @@ BUDGETS: dict[str, Budget] = {
 DEFAULT_LANES = ("preflight", "release", "unit", "integration", "e2e")
 NEEDS_SERVICES = frozenset({"release", "integration", "e2e"})
 NO_SKIP_LANES = frozenset({"release", "integration", "e2e"})
+NEEDS_CHROMIUM = frozenset({"integration"})  # the release report's browser test
 RELEASE_LIST = "release.txt"  # in the tests directory: the release lane's tests
 
 
@@ -506,6 +509,15 @@ def main(argv: list[str]) -> int:
                         LaneResult(lane, workers=0, status="FAILED (services unavailable)")
                     )
                     continue
+                if lane in NEEDS_CHROMIUM:
+                    try:
+                        ensure_chromium()  # installs Debian's chromium + chromium-driver
+                    except ServicesUnavailable as exc:
+                        print(f"chromium unavailable:\n{exc}", file=sys.stderr, flush=True)
+                        results.append(
+                            LaneResult(lane, workers=0, status="FAILED (chromium unavailable)")
+                        )
+                        continue
                 results.append(run_lane(lane, args.tests_dir, repo_root, env))
                 if lane == "preflight" and not results[-1].ok and not args.keep_going:
                     stopped = "preflight failed; --keep-going runs it anyway"

@@ -20,6 +20,10 @@ Private servers are stopped and their directories deleted when the context
 exits; the machine's servers are never stopped or flushed. If a service can be
 neither reached nor started, ``ServicesUnavailable`` says what is missing.
 
+``ensure_chromium()`` installs Debian's ``chromium`` and ``chromium-driver`` when
+/usr/bin/chromium or /usr/bin/chromedriver is missing (the release report's browser
+test, integration lane), or says which packages to install.
+
 Manual use: ``python tests/services.py --check``.
 """
 
@@ -428,6 +432,49 @@ def ensure_services() -> Iterator[dict[str, str]]:
         if problems:
             raise ServicesUnavailable("\n".join(problems))
         yield env
+
+
+# --------------------------------------------------------------------------- Chromium
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+CHROMIUM_PACKAGES = ("chromium", "chromium-driver")
+
+
+def ensure_chromium() -> None:
+    """Debian's Chromium and its chromedriver, for the release report's browser test
+    (integration lane): installed with apt-get when either is missing and we are root
+    (`apt-get update` first only when the install fails, e.g. no package lists);
+    otherwise ``ServicesUnavailable`` naming the packages to install."""
+    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if not missing:
+        return
+    packages = " ".join(CHROMIUM_PACKAGES)
+    if not _Apt.usable():
+        raise ServicesUnavailable(
+            f"{', '.join(missing)} missing and this is not root with apt-get: install "
+            f"Debian's packages first (apt-get install -y --no-install-recommends {packages})"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", *CHROMIUM_PACKAGES]
+    _report("chromium", f"{', '.join(missing)} missing; installing {packages} with apt-get")
+    failure = ""
+    for commands in ([install], [["apt-get", "update"], install]):
+        for cmd in commands:
+            proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+            if proc.returncode != 0:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+                failure = f"`{shlex.join(cmd)}` exited {proc.returncode}:\n{tail}"
+                break
+        else:
+            failure = ""
+            break
+    still = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
+    if still:
+        raise ServicesUnavailable(
+            f"{', '.join(still)} still missing after installing Debian's {packages}: "
+            f"{failure or 'the packages did not provide them'}"
+        )
 
 
 def main(argv: list[str]) -> int:

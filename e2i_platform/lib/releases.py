@@ -32,6 +32,15 @@ def manifest_path(home: Path, release_id: str) -> Path:
     return releases_dir(home) / release_id / "manifest.json"
 
 
+REPORT = "report"  # the manifest's entry naming its report file and that file's sha256
+REPORT_FILE = "report.html"
+
+
+def report_path(home: Path, release_id: str) -> Path:
+    """The release report (`promotion.release_report`) next to the release's manifest."""
+    return releases_dir(home) / release_id / REPORT_FILE
+
+
 CONTENT_HASH = "content_sha256"
 VERIFIED = "verified"
 UNVERIFIED = "unverified (written before hashes)"

@@ -56,6 +56,14 @@ def _gate_results(context: dg.AssetExecutionContext, settings) -> dict[str, dict
                 summary=evaluation.description,
                 run_id=record.run_id,
             )
+            # What the gate observed and its limit (lib.gate_results `extra`): the
+            # release report's gate table.
+            if measures := {
+                k: getattr(v, "value", v)
+                for k, v in (evaluation.metadata or {}).items()
+                if k.startswith(("observed_", "threshold_"))
+            }:
+                entry["measures"] = measures
         out[f"{key.asset_key.to_user_string()}.{key.name}"] = entry
     return out
 
@@ -161,9 +169,16 @@ def champion_model(
 
 def _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow):
     from e2i_platform.lib.home_paths import stored
-    from e2i_platform.lib.releases import current_release, manifest_path, verification
+    from e2i_platform.lib.releases import (
+        REPORT,
+        current_release,
+        manifest_path,
+        report_path,
+        verification,
+    )
     from e2i_platform.lib.versions import code_version
     from e2i_platform.promotion.release import new_release_id, promote
+    from e2i_platform.promotion.release_report import release_evaluation
     from e2i_platform.training.model_run import model_path, service_spec
 
     home = settings.home
@@ -215,6 +230,8 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "code_version": code_version(),
             "dagster_run_id": context.run.run_id,
             "previous_release": current["release_id"] if current else None,
+            # Curves and regional ROC-AUC of the model and the champion: the release report.
+            "evaluation": release_evaluation(model_evaluation),
         }
         record = {**promote(home, mlflow, manifest), "decision": "promoted"}
     return dg.Output(
@@ -225,10 +242,16 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "decision": dg.MetadataValue.text(record["decision"]),
             "reused": dg.MetadataValue.bool(record["decision"] != "promoted"),
             "manifest": dg.MetadataValue.path(str(manifest_path(home, record["release_id"]))),
+            # The release report next to it (none for a release made before reports).
+            "report": dg.MetadataValue.path(str(report_path(home, record["release_id"])))
+            if record.get(REPORT)
+            else dg.MetadataValue.text("none: release written before release reports"),
             # "verified", or "unverified (written before hashes)" for an old release kept
             "manifest_verification": dg.MetadataValue.text(verification(record)),
             "previous_release": dg.MetadataValue.text(str(record.get("previous_release"))),
             "mlflow_alias": dg.MetadataValue.json(record.get("mlflow_alias", {})),
+            # The registry now: alias -> version (`champion`, and `challenger` if one waits).
+            "mlflow_aliases": dg.MetadataValue.json(mlflow.aliases()),
             **mlflow.model_links(record["model"].get("mlflow", {})),
         },
     )

@@ -4,7 +4,8 @@ on validation (never on test).
 ROC-AUC, PR-AUC (average precision), Brier score, precision and recall at the
 threshold, ROC-AUC per region (regions too small or with one class are listed with
 why, not compared) and the p95 wall time to score a batch of rows on one core, whose
-CPU time is also the scoring cost per 1M rows. What the model cost to produce (the
+CPU time is also the scoring cost per 1M rows; the ROC, precision-recall and calibration
+curves (`training.curves`) for the release report. What the model cost to produce (the
 steps that ran its study and trained it) and its size on disk are here too: the cost
 gate reads them.
 """
@@ -102,6 +103,8 @@ def evaluate(
         roc_auc_score,
     )
 
+    from e2i_platform.training.curves import evaluation_curves
+
     threshold = choose_threshold(data.y["validation"], predict(data.X["validation"]))
     y, score = data.y["test"], predict(data.X["test"])
     predicted = (score >= threshold["threshold"]).astype(int)
@@ -121,6 +124,8 @@ def evaluate(
         "latency": scoring_latency(
             predict_one_core or predict, data.X["test"], latency_rows, repeats, seed
         ),
+        # ROC, precision-recall and calibration points, for the release report.
+        "curves": evaluation_curves(y, score),
     }
 
 

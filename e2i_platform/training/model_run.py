@@ -13,6 +13,10 @@ from e2i_platform.lib.versions import sha256_file
 
 # What the model needs to be served: pinned, so logging never infers requirements.
 PIP_REQUIREMENTS = ("lightgbm==4.7.0", "pandas<3", "numpy", "scikit-learn==1.9.1")
+# The training run's input dataset, and the registered version's tags naming what it is.
+TRAINING_SET = "training_dataset"
+TRAINING_SET_TAG = "e2i.training_set.content_hash"
+MODEL_SHA_TAG = "e2i.model_sha256"
 
 
 def service_spec() -> dict:
@@ -118,7 +122,10 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
     if decision.action == "reuse":
         path = Path(decision.path)
         metrics = json.loads((path / METRICS_FILE).read_text())
-        return _record(home, decision, metrics, json.loads((path / METADATA_FILE).read_text()))
+        record = _record(home, decision, metrics, json.loads((path / METADATA_FILE).read_text()))
+        # The reused model is this run's candidate: `challenger` names its version again.
+        record["challenger"] = mlflow.keep_candidate(record["mlflow"])
+        return record
 
     params, rounds, init_model, previous = hpo["best_params"], hpo["best_iteration"], None, None
     if decision.action == "continue":
@@ -138,7 +145,10 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
         "validation_rows": int(len(data.y["validation"])),
         "train_prevalence": round(float(data.y["train"].mean()), 6),
     }
-    tracking = _log_training(mlflow, decision, params, metrics, fit.booster, data, spec, exec_)
+    content_hash = inputs["spec"]["data_versions"]["training_dataset"]
+    tracking = _log_training(
+        mlflow, decision, params, metrics, fit.booster, data, (spec, exec_), dataset, content_hash
+    )
     metadata = {
         "spec": spec,
         "exec": exec_,
@@ -154,22 +164,47 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
         "finished_at": datetime.now(UTC).isoformat(),
     }
     runs.write(Path(decision.path), lambda p: fit.booster.save_model(str(p)), metrics, metadata)
-    return _record(home, decision, metrics, metadata)
+    record = _record(home, decision, metrics, metadata)
+    # The file's hash exists once it is written: the version names the file it serves.
+    mlflow.set_version_tags(tracking.get("model_version"), {MODEL_SHA_TAG: record["model_sha256"]})
+    record["challenger"] = (
+        {"alias": "challenger", "version": tracking["model_version"], "action": "set: new version"}
+        if tracking.get("model_version")
+        else {"alias": "challenger", "action": "none: tracking off"}
+    )
+    return record
 
 
-def _log_training(mlflow, decision, params, metrics, booster, data, spec, exec_) -> dict:
+def _log_training(
+    mlflow, decision, params, metrics, booster, data, fingerprints, dataset, content_hash
+) -> dict:
+    """The training run (the training set as its input dataset, by content hash), the
+    model, and its registration as the candidate (alias `challenger`)."""
+    from e2i_platform.training.dataset import LABEL
+
     if not mlflow.enabled:
         return {"tracking": "off"}
-    run_id = mlflow.start_study_run(
+    spec, exec_ = fingerprints
+    run_id = mlflow.start_run(
         f"train-v{decision.variant}",
         params={**params, "run_mode": decision.mode, "action": decision.action},
         tags={"e2i.spec": spec, "e2i.exec": exec_, "e2i.kind": "training"},
     )
+    mlflow.log_dataset(run_id, dataset, TRAINING_SET, content_hash, "training", targets=LABEL)
     mlflow.log_metrics(run_id, metrics)
     model_uri = mlflow.log_model(
         run_id, booster, data.X["validation"].head(5), list(PIP_REQUIREMENTS)
     )
-    version = mlflow.register(model_uri, run_id)
+    version = mlflow.register_candidate(
+        model_uri,
+        run_id,
+        {
+            "e2i.spec": spec,
+            "e2i.exec": exec_,
+            "e2i.action": decision.action,
+            TRAINING_SET_TAG: content_hash,
+        },
+    )
     mlflow.end_run(run_id)
     return {
         "tracking": "on",
@@ -206,7 +241,14 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
         "model_sha256": trained["model_sha256"],
         "mlflow": trained["mlflow"],
     }
-    record["champion"] = _champion_on_same_test(settings.home, data, trained)
+    champion = _champion_on_same_test(
+        settings.home, data, trained, gates.fairness_gate.min_region_rows
+    )
+    # The champion's curves are for the release report, not for every gate's metadata.
+    record["champion_curves"] = {
+        k: champion.pop(k) for k in ("curves", "region_auc") if k in champion
+    }
+    record["champion"] = champion
     run_id = trained["mlflow"].get("run_id")
     if mlflow.enabled and run_id:
         mlflow.log_metrics(
@@ -217,11 +259,13 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
     return record
 
 
-def _champion_on_same_test(home: Path, data, trained: dict) -> dict:
+def _champion_on_same_test(home: Path, data, trained: dict, min_rows: int) -> dict:
     """The current champion's ROC-AUC on this test split (not its own old test split)."""
     from sklearn.metrics import roc_auc_score
 
     from e2i_platform.lib.releases import current_release
+    from e2i_platform.training.curves import evaluation_curves
+    from e2i_platform.training.evaluation import region_auc
 
     release = current_release(home)
     if release is None:
@@ -243,4 +287,7 @@ def _champion_on_same_test(home: Path, data, trained: dict) -> dict:
     score = load_booster(path).predict(data.X["test"][model["features"]])
     out["comparable"] = True
     out["roc_auc_same_test"] = round(float(roc_auc_score(data.y["test"], score)), 6)
+    # The champion's curves and regional ROC-AUC on the same rows, for the release report.
+    out["curves"] = evaluation_curves(data.y["test"], score)
+    out["region_auc"] = region_auc(data.y["test"], score, data.frame["test"]["region"], min_rows)
     return out

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import dagster as dg
 import optuna
+from release_report_data import Page
 
 from e2i_platform.contract import INPUT_TABLES
+from e2i_platform.promotion.release_report_html import num
 from e2i_platform.resources.mlflow import TRIAL_NUMBER_TAG, TRIAL_STATE_TAG
 from e2i_platform.resources.publication import Publications
 from e2i_platform.settings import load_settings
-from e2i_platform.training.study import pruning_rounds
+from e2i_platform.training.study_setup import pruning_rounds
 
 from support import (
     current_release,
@@ -154,6 +156,50 @@ def _assert_mlflow_links(result, client, settings) -> dict[str, dict[str, list[s
     return found
 
 
+def _report(home: Path, manifest: dict) -> Page:
+    """The release report next to the manifest, the one the manifest names (sha256)."""
+    import hashlib
+
+    path = home / "releases" / manifest["release_id"] / "report.html"
+    assert manifest["report"] == {
+        "file": "report.html",
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+    }
+    page = Page(path.read_text())
+    assert page.scripts == 0 and page.external == []
+    assert page.gate_rows == list(GATES)
+    return page
+
+
+def _assert_promotion_report(home: Path, manifest: dict, limits: dict, champion: bool) -> None:
+    """The report shows each promotion gate's observed value against its configured limit,
+    the model's curves (and the champion's, scored on the same test rows), regional
+    ROC-AUC, and the comparison with the previous release."""
+    page = _report(home, manifest)
+    rows = {row[0]: row for row in page.tables["gate-table"][1:]}
+    for gate, (name, limit) in limits.items():
+        measures = manifest["gates"][f"model_evaluation.{gate}"]["measures"]
+        assert measures[f"threshold_max_{name}"] == limit
+        assert rows[gate][1] == "PASS", rows[gate]
+        assert f"{name} {num(measures[f'observed_{name}'])}" in rows[gate][2], rows[gate]
+        assert f"{name} ≤ {num(limit)}" in rows[gate][3], rows[gate]
+    curves = 2 if champion else 1
+    for figure in ("roc", "precision_recall", "calibration"):
+        assert page.figures[figure]["polyline.curve"] == curves, figure
+    regions = manifest["evaluation"]["model"]["region_auc"]
+    compared = sum(r["compared"] for r in regions.values())
+    assert page.figures["region_auc"]["rect.bar"] == compared * curves >= 2
+    evaluation = manifest["evaluation"]
+    assert evaluation["model"]["curves"]["roc"]["auc"] == manifest["metrics"]["roc_auc"]
+    assert (
+        evaluation["model"]["region_auc"]
+        and len(evaluation["model"]["curves"]["roc"]["fpr"]) <= 101
+    )
+    assert ("curves" in evaluation["champion"]) is champion
+    assert ("comparison-table" in page.tables) is champion
+    assert manifest["features"]["registry_hash"] in "".join(page.text)
+
+
 def test_whole_graph_then_promotion_gates_release_and_rollback(
     e2i_home, instance, monkeypatch, config_copy
 ):
@@ -249,6 +295,15 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert all(v["data_version"] and v["run_id"] for v in recorded.values())
     assert manifest["features"]["registry_hash"]
     assert manifest["code_version"]
+    promotion = settings.promotion
+    limits = {
+        "calibration_gate": ("brier", promotion.calibration_gate.max_brier),
+        "latency_gate": ("p95_ms", promotion.latency_gate.max_p95_ms),
+        "fairness_gate": ("gap", promotion.fairness_gate.max_region_auc_gap),
+    }
+    _assert_promotion_report(e2i_home, manifest, limits, champion=False)
+    champion_meta = latest_metadata(instance, "champion_model")
+    assert champion_meta["report"] == str(e2i_home / "releases" / release_id / "report.html")
     scores = latest_metadata(instance, "patient_risk_scores")
     assert scores["patients_scored"] > 1000 and scores["model_version"] == version
 
@@ -305,6 +360,11 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
         (e2i_home / "releases" / second_release / "manifest.json").read_text()
     )
     assert second_manifest["previous_release"] == release_id
+    # The release before is the champion it was compared with: both sets of curves.
+    _assert_promotion_report(e2i_home, second_manifest, limits, champion=True)
+    assert latest_metadata(instance, "champion_model")["report"] == str(
+        e2i_home / "releases" / second_release / "report.html"
+    )
 
     assert roll_back(defs, instance, "e2e").success
     rollback_id = current_release(e2i_home)
@@ -313,6 +373,17 @@ def test_whole_graph_then_promotion_gates_release_and_rollback(
     assert rollback["restores_release"] == release_id
     assert rollback["rolled_back_release"] == second_release
     assert _alias(settings) == version
+    # Its report says what was restored, from which release, and why.
+    page = _report(e2i_home, rollback)
+    restored = dict(page.tables["restored-table"][1:])
+    assert restored["Restored release"] == release_id
+    assert restored["Rolled back release"] == second_release
+    assert restored["Reason"] == "e2e"
+    assert page.figures["roc"]["polyline.curve"] == 1  # the restored release's own curves
+    assert latest_metadata(instance, "champion_model")["report"] == str(
+        e2i_home / "releases" / rollback_id / "report.html"
+    )
+    assert rollback["requested_by"]["dagster_run_id"] is not None
 
     # The command line: nothing before the first release to go back to; refused, unchanged.
     cli = subprocess.run(

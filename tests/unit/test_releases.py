@@ -22,7 +22,8 @@ from e2i_platform.lib.releases import (
     verification,
 )
 from e2i_platform.lib.versions import sha256_file
-from e2i_platform.promotion.release import new_release_id, promote, repair, rollback, rollbacks_of
+from e2i_platform.promotion.release import new_release_id, promote, rollback, rollbacks_of
+from e2i_platform.promotion.repair import repair
 from e2i_platform.resources.mlflow import MlflowResource
 
 OFF = MlflowResource(
