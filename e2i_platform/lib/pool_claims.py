@@ -29,6 +29,20 @@ _HELD = threading.local()
 class SerializedClaimsSqliteEventLogStorage(SqliteEventLogStorage):
     """`SqliteEventLogStorage` whose pool slot claims and releases never interleave."""
 
+    def __init__(self, base_dir: str, inst_data=None):
+        # The rendered dagster.yaml names its home's absolute path: one copied with its
+        # home to another path would read and write the original's event log. Dagster's
+        # processes open the instance of DAGSTER_HOME, so that is what it must be under.
+        home = os.environ.get("DAGSTER_HOME")
+        if home and not os.path.realpath(base_dir).startswith(os.path.realpath(home) + os.sep):
+            raise RuntimeError(
+                f"{os.path.join(home, 'dagster.yaml')} names the event log {base_dir}, which "
+                f"is not under DAGSTER_HOME ({home}): the file was rendered for another home "
+                "(copied with it?). Render it for this one: `python -m "
+                "e2i_platform.ops.instance` (or `make run`) with E2I_HOME set to this home."
+            )
+        super().__init__(base_dir, inst_data=inst_data)
+
     @classmethod
     def from_config_value(cls, inst_data, config_value) -> SerializedClaimsSqliteEventLogStorage:
         return cls(inst_data=inst_data, **config_value)
@@ -71,6 +85,10 @@ class SerializedClaimsSqliteEventLogStorage(SqliteEventLogStorage):
     def free_concurrency_slots_for_run(self, run_id):
         with self._claims_lock():
             return super().free_concurrency_slots_for_run(run_id)
+
+    def delete_concurrency_limit(self, concurrency_key):
+        with self._claims_lock():
+            return super().delete_concurrency_limit(concurrency_key)
 
     def set_concurrency_slots(self, concurrency_key, num):
         with self._claims_lock():

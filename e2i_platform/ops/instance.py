@@ -12,6 +12,7 @@ is ever written to disk.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
         )
     template = (settings.config_dir / "dagster" / TEMPLATES[storage]).read_text()
     # Rendered at every start, so a home copied elsewhere names its own directory.
-    rendered = template.replace(HOME_PLACEHOLDER, str(home.resolve()))
+    # The placeholder sits in a double-quoted YAML string: escaped as JSON escapes it (a
+    # subset of YAML's), a path with '#', ': ' or quotes stays one value.
+    rendered = template.replace(HOME_PLACEHOLDER, json.dumps(str(home.resolve()))[1:-1])
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != rendered:
         target.write_text(rendered)

@@ -31,8 +31,15 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 def location_module(pyproject: Path = PYPROJECT) -> str:
     """The module of the code location, as pyproject.toml declares it for Dagster."""
-    with pyproject.open("rb") as f:
-        return tomllib.load(f)["tool"]["dagster"]["module_name"]
+    try:
+        with pyproject.open("rb") as f:
+            return tomllib.load(f)["tool"]["dagster"]["module_name"]
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError) as exc:
+        raise RuntimeError(
+            f"{pyproject}: cannot read the code location's module ([tool.dagster] "
+            f"module_name): {type(exc).__name__}: {exc}. The command lines run from a "
+            "checkout of the project (make run), not from an installed package."
+        ) from None
 
 
 def load_definitions(pyproject: Path = PYPROJECT) -> dg.Definitions:

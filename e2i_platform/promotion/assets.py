@@ -250,11 +250,28 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "manifest_verification": dg.MetadataValue.text(verification(record)),
             "previous_release": dg.MetadataValue.text(str(record.get("previous_release"))),
             "mlflow_alias": dg.MetadataValue.json(record.get("mlflow_alias", {})),
-            # The registry now: alias -> version (`champion`, and `challenger` if one waits).
-            "mlflow_aliases": dg.MetadataValue.json(mlflow.aliases()),
-            **mlflow.model_links(record["model"].get("mlflow", {})),
+            **_registry_metadata(mlflow, record),
         },
     )
+
+
+def _registry_metadata(mlflow: MlflowResource, record: dict) -> dict[str, dg.MetadataValue]:
+    """The registry now (alias -> version: `champion`, and `challenger` if one waits) and
+    the model's MLflow links. Read after CURRENT moved: MLflow failing here must not fail
+    a release that is already published (scoring would refuse its CURRENT), so it is
+    said in the metadata instead."""
+    try:
+        return {
+            "mlflow_aliases": dg.MetadataValue.json(mlflow.aliases()),
+            **mlflow.model_links(record["model"].get("mlflow", {})),
+        }
+    except Exception as exc:  # anything MLflow raises; credentials removed by the resource
+        return {
+            "mlflow_aliases": dg.MetadataValue.text(
+                f"unavailable after the release was published: {type(exc).__name__}: "
+                f"{str(exc)[:300]}"
+            )
+        }
 
 
 @gated_asset(

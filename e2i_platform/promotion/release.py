@@ -173,7 +173,7 @@ def _rollback(home: Path, mlflow, reason: str, run_id: str | None = None) -> dic
         "code_version": target["code_version"],
         "mlflow_alias": alias,
     }
-    publish(home, manifest)
+    publish_moved(home, mlflow, manifest)
     return manifest
 
 
@@ -214,14 +214,41 @@ def move_alias(
         "from_version": moved["from_version"],
         "to_version": version,
         "challenger": moved["challenger"],
+        "challenger_removed": moved["challenger_removed"],
     }
 
 
+def publish_moved(home: Path, mlflow, manifest: dict) -> None:
+    """`publish` a release whose `move_alias` already ran: if publishing fails (the report,
+    the disk), the aliases go back where they were, so the registry never names a
+    champion that releases/CURRENT does not; the error is raised either way, and names
+    both states when putting the aliases back failed too."""
+    try:
+        publish(home, manifest)
+    except Exception as exc:
+        alias = manifest.get("mlflow_alias") or {}
+        if not alias.get("moved"):
+            raise
+        try:
+            mlflow.undo_champion(alias, manifest["release_id"])
+        except Exception as undo:
+            raise RuntimeError(
+                f"release {manifest['release_id']} was not published ({type(exc).__name__}: "
+                f"{exc}), and moving the MLflow alias champion back to version "
+                f"{alias.get('from_version')} failed too ({type(undo).__name__}: {undo}): the "
+                f"registry names version {alias.get('to_version')} as champion while "
+                "releases/CURRENT names the release before; set the alias back to the "
+                "version CURRENT's manifest names (`make releases` shows it)"
+            ) from exc
+        raise
+
+
 def promote(home: Path, mlflow, manifest: dict) -> dict:
-    """Move the alias to the manifest's model, then publish the manifest."""
+    """Move the alias to the manifest's model, then publish the manifest (the alias goes
+    back if publishing fails: `publish_moved`)."""
     version = manifest["model"].get("mlflow", {}).get("model_version")
     manifest["mlflow_alias"] = move_alias(
         mlflow, version, manifest["release_id"], manifest.get("dagster_run_id"), manifest["gates"]
     )
-    publish(home, manifest)
+    publish_moved(home, mlflow, manifest)
     return manifest

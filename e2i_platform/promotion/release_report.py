@@ -97,23 +97,46 @@ def render_release_report(manifest: dict, related: dict[str, dict | str]) -> str
         )
         + "</p>",
     ]
-    if kind != "promotion":
-        body.append(sections.restored(manifest, restored))
-    body += [
-        sections.gates(manifest),
-        figures.curves(evaluation, manifest, restored),
-        figures.regions(evaluation),
-        sections.comparison(manifest, related.get(manifest.get("previous_release") or "")),
-        sections.versions(manifest),
-        sections.model(manifest),
-        '<p class="meta">Written with the release from its manifest.json (same directory); '
-        "self-contained: nothing is fetched.</p>",
+    parts = [
+        ("what was restored", lambda: sections.restored(manifest, restored))
+        if kind != "promotion"
+        else None,
+        ("gate results", lambda: sections.gates(manifest)),
+        ("curves", lambda: figures.curves(evaluation, manifest, restored)),
+        ("ROC-AUC per region", lambda: figures.regions(evaluation)),
+        (
+            "comparison with the previous champion",
+            lambda: sections.comparison(
+                manifest, related.get(manifest.get("previous_release") or "")
+            ),
+        ),
+        ("data and feature versions", lambda: sections.versions(manifest)),
+        ("model", lambda: sections.model(manifest)),
     ]
+    body += [_section(name, make) for name, make in filter(None, parts)]
+    body.append(
+        '<p class="meta">Written with the release from its manifest.json (same directory); '
+        "self-contained: nothing is fetched.</p>"
+    )
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>Release {escape(release_id)} ({escape(kind)})</title>\n"
         f"<style>{CSS}</style>\n</head>\n<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
+
+
+def _section(name: str, make) -> str:
+    """A section, or -- when the manifest's data cannot be drawn (a value of the wrong
+    type in an old or hand-edited manifest) -- a notice saying which section and why,
+    in its place: a rollback or repair is never stopped by its report."""
+    try:
+        return make()
+    except Exception as exc:  # any malformed value; the report says what it was
+        return (
+            f'<section class="unrendered"><h2>{escape(name.capitalize())}</h2>'
+            f'<p class="notice">This section could not be drawn from the manifest: '
+            f"{escape(type(exc).__name__)}: {escape(str(exc)[:300])}</p></section>"
+        )
 
 
 def release_report(home: Path, manifest: dict) -> str:

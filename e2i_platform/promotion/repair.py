@@ -22,7 +22,7 @@ from e2i_platform.lib.releases import (
 from e2i_platform.promotion.release import (
     move_alias,
     new_release_id,
-    publish,
+    publish_moved,
     release_lock,
     requested_by,
     rollbacks_by_model,
@@ -148,7 +148,7 @@ def _repair(home: Path, mlflow, reason: str, to: str | None, run_id: str | None 
             "code_version": target["code_version"],
             "mlflow_alias": move_alias(mlflow, version, release_id, run_id),
         }
-        publish(home, manifest)
+        publish_moved(home, mlflow, manifest)
         outcome["release"] = manifest
     for entry, check in zip(outcome["set_aside"], broken, strict=True):
         _set_aside(root, check, entry, reason, outcome["release"])

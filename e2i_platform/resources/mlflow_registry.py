@@ -19,6 +19,7 @@ RELEASE_TAG = "e2i.release_id"
 RELEASE_KIND_TAG = "e2i.release_kind"
 RELEASE_RUN_TAG = "e2i.release_dagster_run_id"
 REUSED_IN_TAG = "e2i.reused_in_dagster_run"
+FAILED_RELEASE_TAG = "e2i.release_failed"  # a release that moved champion, then failed
 GATE_SUMMARY_LIMIT = 250
 # Aliases and model-not-found answers of the registry that mean "not there".
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
@@ -168,15 +169,42 @@ class RegistryMixin:
         before = self.alias_version(CHAMPION_ALIAS)
         challenger = self.alias_version(CHALLENGER_ALIAS)
         self.set_alias(CHAMPION_ALIAS, version)
-        self.set_version_tags(version, {**tags, ROLE_TAG: "champion"})
-        if before is not None and before != version:
-            replaced = {ROLE_TAG: "former_champion"}
-            if RELEASE_TAG in tags:
-                replaced["e2i.replaced_by_release"] = tags[RELEASE_TAG]
-            self.set_version_tags(before, replaced)
-        if challenger == str(version):
+        try:
+            self.set_version_tags(version, {**tags, ROLE_TAG: "champion"})
+            if before is not None and before != version:
+                replaced = {ROLE_TAG: "former_champion"}
+                if RELEASE_TAG in tags:
+                    replaced["e2i.replaced_by_release"] = tags[RELEASE_TAG]
+                self.set_version_tags(before, replaced)
+        except Exception:
+            # Not half-moved: champion stays where it was, so a retry starts from there.
+            if before is None:
+                self.delete_alias(CHAMPION_ALIAS)
+            else:
+                self.set_alias(CHAMPION_ALIAS, before)
+            raise
+        removed = challenger if challenger == str(version) else None
+        if removed:
             self.delete_alias(CHALLENGER_ALIAS)
             left = f"removed (was version {challenger})"
         else:
             left = f"version {challenger}" if challenger else "none"
-        return {"from_version": before, "challenger": left}
+        return {"from_version": before, "challenger": left, "challenger_removed": removed}
+
+    @secret_free
+    def undo_champion(self, moved: Mapping[str, Any], release_id: str) -> None:
+        """Put the aliases back where `move_champion` found them (`moved`: what it
+        returned, with `to_version`) when the release that moved them was not published:
+        `champion` to the version before (or no champion), `challenger` back if it was
+        removed; the version that was to be champion is a candidate again, tagged with
+        the release that failed (`e2i.release_failed`)."""
+        before, version = moved.get("from_version"), str(moved["to_version"])
+        if before is not None and before != version:
+            self.set_alias(CHAMPION_ALIAS, before)
+            self.set_version_tags(before, {ROLE_TAG: "champion"})
+        elif before is None:
+            self.delete_alias(CHAMPION_ALIAS)
+        if before != version:
+            self.set_version_tags(version, {ROLE_TAG: "candidate", FAILED_RELEASE_TAG: release_id})
+        if moved.get("challenger_removed"):
+            self.set_alias(CHALLENGER_ALIAS, moved["challenger_removed"])

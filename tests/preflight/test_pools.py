@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from e2i_platform.lib.pool_claims import SerializedClaimsSqliteEventLogStorage
 from e2i_platform.lib.pools import LIMIT, POOLS
 from e2i_platform.ops.instance import TEMPLATES, prepare_instance
 from e2i_platform.ops.run_monitoring import WatchedRunLauncher
@@ -71,7 +72,41 @@ def test_the_instance_make_run_creates_enforces_it(e2i_home):
         assert pools.default_pool_limit == LIMIT
         assert pools.pool_granularity == PoolGranularity.OP
         assert instance.event_log_storage.supports_global_concurrency_limits
+        # Dagster's own SQLite event log, where its default storage keeps it (a home
+        # from before keeps its history), with claims serialized (lib.pool_claims).
+        storage = instance.event_log_storage
+        assert isinstance(storage, SerializedClaimsSqliteEventLogStorage)
+        assert Path(storage._base_dir) == (home / "history" / "runs").resolve()
         assert instance.run_monitoring_enabled
         assert isinstance(instance.run_launcher, WatchedRunLauncher)
         assert instance.run_launcher.supports_check_run_worker_health
         assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 2
+
+
+def test_a_home_path_yaml_would_misread_is_rendered_as_one_value(tmp_path, monkeypatch):
+    """'#' starts a YAML comment and ': ' a mapping: the rendered path must survive both."""
+    odd = tmp_path / "run #2: copy" / "dagster"
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    home = prepare_instance(load_settings(), odd)
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        assert Path(instance.event_log_storage._base_dir) == (odd / "history" / "runs").resolve()
+
+
+def test_a_dagster_yaml_copied_with_its_home_is_refused_until_rendered_again(
+    e2i_home, tmp_path, monkeypatch
+):
+    """A home copied elsewhere carries a dagster.yaml naming the original's event log:
+    opened as DAGSTER_HOME (as the Dagster CLIs open it) it is refused, naming both and
+    the command that renders it; rendered for the copy, it opens the copy's own log."""
+    import shutil
+
+    original = prepare_instance(load_settings())
+    copy = tmp_path / "restored" / "dagster"
+    shutil.copytree(original, copy)
+    monkeypatch.setenv("DAGSTER_HOME", str(copy))
+    with pytest.raises(RuntimeError, match="not under DAGSTER_HOME") as refused:
+        dg.DagsterInstance.get()
+    assert str(original) in str(refused.value) and "e2i_platform.ops.instance" in str(refused.value)
+    prepare_instance(load_settings(), copy)
+    with dg.DagsterInstance.get() as instance:
+        assert Path(instance.event_log_storage._base_dir) == (copy / "history" / "runs").resolve()

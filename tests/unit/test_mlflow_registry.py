@@ -260,3 +260,57 @@ def test_each_gate_tags_the_evaluated_version_with_its_verdict(tracking, tmp_pat
     assert tags["e2i.gate.calibration_gate"] == "passed"
     # The failed candidate keeps `challenger`; nothing made it champion.
     assert tracking.aliases() == {CHALLENGER_ALIAS: version}
+
+
+def test_a_release_that_fails_to_publish_puts_the_aliases_back(tracking, tmp_path, monkeypatch):
+    """The alias moves before the release is written: when writing fails (here its
+    report), champion and challenger go back, so the registry never names a champion
+    that releases/CURRENT does not."""
+    from e2i_platform.lib.releases import current_release_id
+    from e2i_platform.promotion.release import new_release_id, promote
+
+    def manifest(version: str) -> dict:
+        return {
+            "release_id": new_release_id("promotion"),
+            "kind": "promotion",
+            "created_at": "now",
+            "model": {
+                "model_file": "m",
+                "model_sha256": f"sha-{version}",
+                "mlflow": {"model_version": version},
+            },
+            "gates": {"model_evaluation.quality_gate": {"passed": True, "summary": "ok"}},
+            "dagster_run_id": "run-x",
+        }
+
+    _, first = candidate(tracking)
+    released = promote(tmp_path, tracking, manifest(first))
+    _, second = candidate(tracking)
+    assert tracking.aliases() == {CHAMPION_ALIAS: first, CHALLENGER_ALIAS: second}
+
+    def broken(home, manifest):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("e2i_platform.promotion.release_report.release_report", broken)
+    failing = manifest(second)
+    with pytest.raises(OSError, match="disk full"):
+        promote(tmp_path, tracking, failing)
+    assert tracking.aliases() == {CHAMPION_ALIAS: first, CHALLENGER_ALIAS: second}
+    assert current_release_id(tmp_path) == released["release_id"]
+    assert tags_of(tracking, first)["e2i.role"] == "champion"
+    assert tags_of(tracking, second)["e2i.role"] == "candidate"
+    assert tags_of(tracking, second)["e2i.release_failed"] == failing["release_id"]
+
+
+def test_a_failure_while_tagging_leaves_champion_where_it_was(tracking, monkeypatch):
+    _, first = candidate(tracking)
+    tracking.move_champion(first, {"e2i.release_id": "r1"})
+    _, second = candidate(tracking)
+
+    def refused(self, version, tags):
+        raise RuntimeError("registry refused the tags")
+
+    monkeypatch.setattr(type(tracking), "set_version_tags", refused)
+    with pytest.raises(RuntimeError, match="refused"):
+        tracking.move_champion(second, {"e2i.release_id": "r2"})
+    assert tracking.alias_version(CHAMPION_ALIAS) == first

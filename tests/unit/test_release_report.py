@@ -208,3 +208,18 @@ def test_a_report_that_cannot_be_made_fails_the_release_before_it_is_published(
     assert sorted(p.name for p in (tmp_path / "releases").iterdir() if p.is_dir()) == [
         first["release_id"]
     ]
+
+
+def test_a_malformed_manifest_still_gets_a_report_that_says_what_it_could_not_draw(tmp_path):
+    """A rollback or repair is never stopped by its report: values of the wrong type in
+    an old or hand-edited manifest give a notice in place of that section."""
+    from e2i_platform.promotion.release_report import render_release_report
+
+    released = promote_evaluated(tmp_path, "m0", model_evaluation(2, 0.5, None))
+    odd = json.loads(json.dumps(released))
+    odd["evaluation"]["model"]["curves"] = None
+    odd["evaluation"]["model"]["region_auc"] = {"west": None}
+    odd["features"]["feature_service"]["views"] = None
+    html = render_release_report(odd, {})
+    assert html.count("could not be drawn from the manifest") >= 2
+    assert 'id="gate-table"' in html  # the sections that can be drawn still are
