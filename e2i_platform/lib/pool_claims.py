@@ -51,22 +51,16 @@ class SerializedClaimsSqliteEventLogStorage(SqliteEventLogStorage):
     def _claims_lock(self) -> Iterator[None]:
         # Re-entrant within a thread: a locked method that calls another one must not wait
         # for itself (flock locks per open file, not per process).
-        held = _HELD.__dict__.setdefault("depth", {})
-        key = id(self)
-        if held.get(key):
-            held[key] += 1
-            try:
-                yield
-            finally:
-                held[key] -= 1
+        if getattr(_HELD, "storage", None) is self:
+            yield
             return
         fd = os.open(os.path.join(self._base_dir, LOCK_FILE), os.O_CREAT | os.O_RDWR, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            held[key] = 1
+            _HELD.storage = self
             yield
         finally:
-            held.pop(key, None)
+            _HELD.storage = None
             os.close(fd)  # closing releases the lock
 
     def initialize_concurrency_limit_to_default(self, concurrency_key):
