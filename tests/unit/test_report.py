@@ -212,7 +212,12 @@ def test_make_report_json_matches_its_table_on_the_platform_instance(e2i_home, m
     assert main(["--since", "1h"]) == 0
     text = capsys.readouterr().out
     row = next(line.split() for line in text.splitlines() if line.startswith(f"{RAW} "))
-    assert row[1:5] == ["1", "1", f"{asset['p50_seconds']:.2f}", f"{asset['p95_seconds']:.2f}"]
+    assert row[1:3] == ["1", "1"]
+    # The JSON keeps 3 digits and the table 2, both rounded from the same figure: formatting
+    # the JSON's already-rounded value again can differ in the last digit (0.0549 -> 0.055 ->
+    # "0.06" while the table says "0.05"), so they agree to the table's half-unit.
+    for shown, key in ((row[3], "p50_seconds"), (row[4], "p95_seconds")):
+        assert abs(float(shown) - asset[key]) <= 0.005 + 1e-9, (shown, key, asset[key])
     assert "Failing now" in text and "  none" in text
 
 
