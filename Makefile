@@ -10,10 +10,11 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run report releases dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
+.PHONY: help install run worker report releases dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
+	@echo "make worker - a Celery worker for E2I_EXECUTOR=celery runs (ARGS=\"--name w1 --concurrency 2\")"
 	@echo "make test   - install (first time) and run the test lanes (ARGS=--keep-going: past a failed preflight)"
 	@echo "make test-release - the must-pass list (tests/release.txt), under two minutes"
 	@echo "make report - per asset: runs, p50/p95 step time, failure/refusal/reuse rates; gate pass rates; failing gates (ARGS=\"--since 30d --json\")"
@@ -37,6 +38,10 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m e2i_platform.ops.run $(ARGS)
+
+# A Celery worker that runs steps of E2I_EXECUTOR=celery runs (README: Running on several machines).
+worker: $(STAMP)
+	exec $(PY) -m e2i_platform.ops.worker $(ARGS)
 
 # Run costs, reuse and gate pass rates from the instance's event log, e.g. make report ARGS="--since 30d --json"
 report: $(STAMP)

@@ -54,6 +54,7 @@ def build_definitions(settings: Settings):
     from e2i_platform.lib.ownership import with_ownership
     from e2i_platform.lib.versions import GROUP_SECTIONS, platform_version
     from e2i_platform.ops.alert_sensor import alert_sensor
+    from e2i_platform.ops.execution import executor_def
     from e2i_platform.ops.feature_refresh import refresh_job, refresh_schedules
     from e2i_platform.ops.freshness_sensor import freshness_sensor
     from e2i_platform.ops.jobs import ingest_schedule, main_job
@@ -95,6 +96,8 @@ def build_definitions(settings: Settings):
         )
     ]
     config = ConfigResource(config_dir=str(settings.config_dir), env=settings.env)
+    # Celery: every job's steps go to the workers (`make worker`); else child processes.
+    distributed = executor_def(settings) if settings.platform.executor.kind == "celery" else None
     return dg.Definitions(
         assets=assets,
         asset_checks=[
@@ -104,7 +107,11 @@ def build_definitions(settings: Settings):
             no_leakage,
             *promotion_checks(),
         ],
-        jobs=[main_job(settings.platform.executor.max_concurrent), refresh_job(), rollback_job],
+        jobs=[
+            main_job(settings.platform.executor.max_concurrent, distributed),
+            refresh_job(),
+            rollback_job,
+        ],
         schedules=[
             ingest_schedule(settings.platform.ingest_schedule, settings.platform.schedules_running),
             *refresh_schedules(
@@ -143,9 +150,7 @@ def build_definitions(settings: Settings):
                 table_policies=dict(settings.platform.sources.tables),
             ),
         },
-        executor=dg.multiprocess_executor.configured(
-            {"max_concurrent": settings.platform.executor.max_concurrent}
-        ),
+        executor=executor_def(settings),
     )
 
 

@@ -20,7 +20,18 @@ from e2i_platform.settings.loader import REPO_ROOT
 
 SMALL = {"E2I_PATIENTS": "300", "E2I_HCPS": "40", "E2I_SEED": "11", "E2I_HPO_TRIALS": "6"}
 # Where a developer's shell may point at shared servers: a test never writes there.
-SHARED = ("MLFLOW_TRACKING_URI", "OPTUNA_STORAGE_URL", "E2I_RUN_MODE", "E2I_MLFLOW_ENABLED")
+SHARED = (
+    "MLFLOW_TRACKING_URI",
+    "OPTUNA_STORAGE_URL",
+    "E2I_RUN_MODE",
+    "E2I_MLFLOW_ENABLED",
+    "E2I_EXECUTOR",
+    "E2I_CELERY_BROKER",
+    "E2I_CELERY_QUEUE",
+    "E2I_STORE_URL",
+    "E2I_FEAST_REGISTRY",
+    "E2I_FEAST_REGISTRY_URL",
+)
 
 
 def use_home(

@@ -7,9 +7,19 @@ import dagster as dg
 MAIN_JOB = "e2i_main"
 
 
-def main_job(max_concurrent: int) -> dg.UnresolvedAssetJobDefinition:
+def main_job(
+    max_concurrent: int, executor: dg.ExecutorDefinition | None = None
+) -> dg.UnresolvedAssetJobDefinition:
     """Runs from the UI and schedules use capped parallel processes; `make run` picks the
-    in-process executor in its run config (one import of the code for the whole run)."""
+    in-process executor in its run config (one import of the code for the whole run).
+    Given an `executor` (Celery: `ops.execution`), every run's steps go there instead."""
+    if executor is not None:
+        return dg.define_asset_job(
+            MAIN_JOB,
+            selection=dg.AssetSelection.all(),
+            description="Every asset with every gate: ingest, validate and everything after.",
+            executor_def=executor,
+        )
     return dg.define_asset_job(
         MAIN_JOB,
         selection=dg.AssetSelection.all(),

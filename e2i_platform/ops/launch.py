@@ -57,9 +57,11 @@ def launch(
     assets: Iterable[dg.AssetKey],
     run_config: dict,
     tags: dict[str, str],
+    in_process: bool = True,
 ) -> str:
     """Create a run of the main job for `assets` (with their checks) and launch it; its
-    run id."""
+    run id. `in_process=False` keeps the job's own executor (Celery: the steps go to the
+    workers)."""
     from dagster._core.definitions.selector import JobSubsetSelector
     from dagster._core.storage.dagster_run import DagsterRunStatus
 
@@ -72,7 +74,7 @@ def launch(
         asset_selection=set(assets),
     )
     job = location.get_job(selector)
-    config = run_config | IN_PROCESS
+    config = run_config | IN_PROCESS if in_process else run_config
     plan = location.get_execution_plan(
         job, config, step_keys_to_execute=None, known_state=None, instance=instance
     )

@@ -83,6 +83,13 @@ def main(argv: list[str] | None = None) -> int:
             decisions = _select(parser, decisions, args.select)
         selected = [dg.AssetKey.from_user_string(d.asset) for d in decisions if d.run]
         result = None
+        celery = settings.platform.executor.kind == "celery"
+        if selected and celery:
+            print(
+                "E2I: steps run on the Celery workers of queue "
+                f"{settings.platform.executor.celery_queue!r} (start them with make worker)",
+                flush=True,
+            )
         if selected:
             # Step-by-step DEBUG logs stay in the instance (and the UI); the terminal gets
             # a line per finished step and a summary.
@@ -104,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                         "e2i/launched_by": "make run",
                         LAUNCH_TAG: progress.launch_id,
                     },
+                    in_process=not celery,
                 )
                 wait(instance, run_id)
             result = RunOutcome.read(instance, run_id)

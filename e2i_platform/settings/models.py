@@ -26,7 +26,13 @@ class Strict(BaseModel):
 
 
 class ExecutorSettings(Strict):
+    """How a run's steps execute: `multiprocess` (child processes of the run worker) or
+    `celery` (tasks on the Celery workers of `make worker`, through the broker)."""
+
+    kind: Literal["multiprocess", "celery"] = "multiprocess"
     max_concurrent: int = Field(2, ge=1, le=64)
+    # Celery's queue for the platform's steps; workers of `make worker` listen on it.
+    celery_queue: str = Field("e2i", pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class GeneratorSettings(Strict):
@@ -49,6 +55,18 @@ class FeatureStoreSettings(Strict):
     project: str = Field("e2i", pattern=r"^[a-z][a-z0-9_]*$")
     # auto: Redis when REDIS_URL is set, else SQLite.
     online_store: Literal["auto", "sqlite", "redis"] = "auto"
+    # file: <home>/feast/registry.db; sql: the database of E2I_FEAST_REGISTRY_URL (Feast's
+    # SQL registry, shared by every machine; the URL stays in the environment).
+    registry: Literal["file", "sql"] = "file"
+
+
+class StoreSettings(Strict):
+    """Where durable values live (warehouse, landing, models, releases). Empty: under the
+    home, on this machine's disk. A URL (`s3://bucket/prefix`): an object store every
+    machine reads, through fsspec; the endpoint and credentials come from the
+    environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
+
+    url: str | None = None
 
 
 SourcePolicy = Literal["landing", "generator", "auto"]
@@ -88,6 +106,7 @@ class PlatformSettings(Strict):
     retries: RetrySettings = RetrySettings()
     instance: InstanceSettings = InstanceSettings()
     feature_store: FeatureStoreSettings = FeatureStoreSettings()
+    store: StoreSettings = StoreSettings()
     ingest_schedule: str = "0 5 * * *"
     # Whether the three schedules start RUNNING when a daemon first sees them (the
     # freshness sensor always does; the automation sensor never: see README).

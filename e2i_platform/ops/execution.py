@@ -1,0 +1,78 @@
+"""Where a run's steps execute: child processes of its run worker, or Celery workers.
+
+`platform.executor.kind` picks it (E2I_EXECUTOR). With `celery`, every step is a task
+on the queue `platform.executor.celery_queue` of a Redis broker, and any worker that
+listens there (`make worker`, on any machine) runs it; the run worker only plans,
+submits and collects events. dagster-celery, not a hand-made queue: it hands each
+step to `execute_plan` on the worker with the run's instance reference, so the step
+writes its events into the instance's (PostgreSQL) storage like any other.
+
+The broker URL can hold a password: the executor config names the environment
+variable (`{"env": ...}`), so run config, the UI and the run's tags never carry it.
+Every key the broker and the result backend create starts with `<queue>:`, so one
+Redis serves several deployments (and test runs) that never see each other's tasks.
+"""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+BROKER_VARIABLES = ("E2I_CELERY_BROKER", "REDIS_URL")
+
+
+class ExecutionConfigError(ValueError):
+    """The configured executor cannot run here (names the setting and what is missing)."""
+
+
+def broker_variable() -> str:
+    """The environment variable that holds the broker URL: E2I_CELERY_BROKER, else
+    REDIS_URL (the online store's Redis serves as broker too)."""
+    for name in BROKER_VARIABLES:
+        if os.environ.get(name):
+            return name
+    raise ExecutionConfigError(
+        "platform.executor.kind is celery (E2I_EXECUTOR) but neither E2I_CELERY_BROKER nor "
+        "REDIS_URL is set: Celery needs a Redis broker URL (redis://host:6379/0)"
+    )
+
+
+def celery_app_config(queue: str) -> dict:
+    """Celery settings shared by the executor (submitting) and `make worker` (consuming);
+    they must agree, or tasks go where no worker listens."""
+    prefix = {"global_keyprefix": f"{queue}:"}
+    return {
+        "task_default_queue": queue,
+        # A worker takes one task at a time per process: a long step never holds a
+        # second one back while other workers idle.
+        "worker_prefetch_multiplier": 1,
+        "broker_transport_options": {
+            **prefix,
+            "max_retries": 3,
+            "interval_start": 0,
+            "interval_step": 0.2,
+            "interval_max": 0.5,
+        },
+        "result_backend_transport_options": prefix,
+        "broker_connection_retry_on_startup": True,
+    }
+
+
+def celery_executor_config(queue: str) -> dict:
+    variable = broker_variable()
+    return {
+        "broker": {"env": variable},
+        "backend": {"env": variable},
+        "config_source": celery_app_config(queue),
+    }
+
+
+def executor_def(settings) -> dg.ExecutorDefinition:
+    """The executor of the code location's jobs (and of the UI's ad-hoc asset runs)."""
+    cfg = settings.platform.executor
+    if cfg.kind == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured(celery_executor_config(cfg.celery_queue))
+    return dg.multiprocess_executor.configured({"max_concurrent": cfg.max_concurrent})

@@ -1,0 +1,90 @@
+"""`make worker`: a Celery worker that runs the platform's steps (E2I_EXECUTOR=celery).
+
+It consumes the queue the executor submits to (`platform.executor.celery_queue`), from
+the broker the executor uses (E2I_CELERY_BROKER, else REDIS_URL), with the same Celery
+settings (`ops.execution.celery_app_config`): both sides read them from one place, so
+they cannot drift apart. Each task is one step of a run; the worker rebuilds the code
+location from its module (as the run worker does) and writes the step's events to the
+run's instance, so start it with the same configuration (E2I_ENV and the stores'
+variables) as the machine that launches runs.
+
+    make worker                       # name e2i-<pid>@<host>, concurrency max_concurrent
+    make worker ARGS="--name w1 --concurrency 1"
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+
+
+def celery_app(queue: str):
+    """The Celery app of dagster-celery with the platform's broker and settings, its
+    step task registered."""
+    from dagster_celery.executor import CeleryExecutor
+    from dagster_celery.make_app import make_app
+    from dagster_celery.tasks import create_task
+
+    from e2i_platform.ops.execution import broker_variable, celery_app_config
+
+    url = os.environ[broker_variable()]
+    executor = CeleryExecutor.for_cli(
+        broker=url, backend=url, include=[], config_source=celery_app_config(queue)
+    )
+    app = make_app(executor.app_args())
+    create_task(app)
+    return app
+
+
+def main(argv: list[str] | None = None) -> int:
+    from e2i_platform.ops.execution import ExecutionConfigError
+    from e2i_platform.settings import load_settings
+
+    parser = argparse.ArgumentParser(prog="make worker", description=__doc__.split("\n")[0])
+    parser.add_argument("--name", help="worker name (default e2i-<pid>); @<host> is appended")
+    parser.add_argument(
+        "--concurrency", type=int, help="steps at once (default platform.executor.max_concurrent)"
+    )
+    parser.add_argument("--loglevel", default="INFO")
+    args = parser.parse_args(argv)
+
+    settings = load_settings()
+    cfg = settings.platform.executor
+    if cfg.kind != "celery":
+        print(
+            "make worker: platform.executor.kind is multiprocess; set E2I_EXECUTOR=celery here "
+            "and where runs are launched, or no step is ever sent to a worker",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        app = celery_app(cfg.celery_queue)
+    except ExecutionConfigError as error:
+        print(f"make worker: {error}", file=sys.stderr)
+        return 2
+    name = f"{args.name or f'e2i-{os.getpid()}'}@{socket.gethostname()}"
+    print(f"E2I worker {name}: queue {cfg.celery_queue!r}", flush=True)
+    app.worker_main(
+        [
+            "worker",
+            "--queues",
+            cfg.celery_queue,
+            "--hostname",
+            name,
+            "--concurrency",
+            str(args.concurrency or cfg.max_concurrent),
+            "--prefetch-multiplier",
+            "1",
+            "--loglevel",
+            args.loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

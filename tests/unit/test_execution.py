@@ -1,0 +1,65 @@
+"""The executor the code location configures: multiprocess by default, dagster-celery
+with E2I_EXECUTOR=celery, its broker named by environment variable (never its value)."""
+
+from __future__ import annotations
+
+import pytest
+
+from e2i_platform.ops.execution import ExecutionConfigError, celery_app_config, executor_def
+from e2i_platform.ops.jobs import MAIN_JOB
+from e2i_platform.settings import load_settings
+
+from support import definitions
+
+SECRET_BROKER = "redis://:s3cret-broker@127.0.0.1:6379/0"
+
+
+def test_multiprocess_is_the_default_with_its_cap(e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_MAX_CONCURRENT", "3")
+    settings = load_settings()
+    assert settings.platform.executor.kind == "multiprocess"
+    assert executor_def(settings).name == "multiprocess"
+
+
+def test_celery_reads_the_broker_from_the_environment_and_never_stores_it(e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_EXECUTOR", "celery")
+    monkeypatch.setenv("E2I_CELERY_QUEUE", "e2i-unit")
+    monkeypatch.setenv("REDIS_URL", SECRET_BROKER)
+    settings = load_settings()
+    defs = definitions(settings)
+    job = defs.resolve_job_def(MAIN_JOB)
+    assert job.executor_def.name == "celery"
+    from dagster._serdes import serialize_value
+
+    # What the instance stores of the job (and the UI shows) names the variable only.
+    assert "s3cret" not in serialize_value(job.get_job_snapshot())
+    from e2i_platform.ops.execution import celery_executor_config
+
+    config = celery_executor_config("e2i-unit")
+    assert config["broker"] == {"env": "REDIS_URL"} and config["backend"] == {"env": "REDIS_URL"}
+    # E2I_CELERY_BROKER wins over REDIS_URL when both are set.
+    monkeypatch.setenv("E2I_CELERY_BROKER", "redis://127.0.0.1:6379/3")
+    assert celery_executor_config("q")["broker"] == {"env": "E2I_CELERY_BROKER"}
+
+
+def test_every_celery_key_and_the_queue_carry_the_queue_prefix():
+    config = celery_app_config("e2i-blue")
+    assert config["task_default_queue"] == "e2i-blue"
+    assert config["broker_transport_options"]["global_keyprefix"] == "e2i-blue:"
+    assert config["result_backend_transport_options"]["global_keyprefix"] == "e2i-blue:"
+    assert config["worker_prefetch_multiplier"] == 1
+
+
+def test_celery_without_a_broker_is_an_error_naming_both_variables(e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_EXECUTOR", "celery")
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    settings = load_settings()
+    with pytest.raises(ExecutionConfigError, match="E2I_CELERY_BROKER nor REDIS_URL"):
+        definitions(settings)
+
+
+def test_make_worker_refuses_a_multiprocess_configuration(e2i_home, capsys):
+    from e2i_platform.ops.worker import main
+
+    assert main([]) == 2
+    assert "E2I_EXECUTOR=celery" in capsys.readouterr().err
