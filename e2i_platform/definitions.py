@@ -137,6 +137,7 @@ def build_definitions(settings: Settings):
                 online_store=settings.online_store,
                 # An EnvVar keeps a password in REDIS_URL out of the UI and run config.
                 redis_url=dg.EnvVar("REDIS_URL") if settings.online_store == "redis" else None,
+                **FeastResource.registry_fields(settings),
             ),
             "source": SourceResource(
                 landing_dir=str(settings.home / "landing"),

@@ -160,11 +160,10 @@ def record_infra(store) -> None:
     store.registry.update_infra(infra, store.project, commit=True)
 
 
-@gated_asset(group_name="features", kinds={"feast"}, deps=list(VIEWS))
-def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
-    """`feast apply` of the repository in `feature_repo/`: entities (patient, hcp, brand,
-    region), the four feature views over the offline Parquet, and the feature service
-    `discontinuation_model_v1`. Its data version is a hash of the applied specs."""
+def apply_repository(feast: FeastResource) -> tuple[list, str]:
+    """Apply the repository's objects to `feast`'s registry (its file, or the SQL
+    registry every machine shares) as `feast apply` does; the objects and the
+    fingerprint of what the registry then holds for the project."""
     from e2i_platform.features.repo_objects import build_objects
 
     store = feast.store()
@@ -172,7 +171,15 @@ def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
     store.apply(objects)
     record_infra(store)
     store.refresh_registry()
-    fingerprint = registry_fingerprint(store)
+    return objects, registry_fingerprint(store)
+
+
+@gated_asset(group_name="features", kinds={"feast"}, deps=list(VIEWS))
+def feature_registry(feast: FeastResource) -> dg.MaterializeResult:
+    """`feast apply` of the repository in `feature_repo/`: entities (patient, hcp, brand,
+    region), the four feature views over the offline Parquet, and the feature service
+    `discontinuation_model_v1`. Its data version is a hash of the applied specs."""
+    objects, fingerprint = apply_repository(feast)
     return dg.MaterializeResult(
         data_version=dg.DataVersion(fingerprint[:16]),
         metadata={

@@ -1,9 +1,11 @@
 """`make feast ARGS="plan"`: the Feast CLI on feature_repo/ with the platform's settings.
 
 Writes the configured home's feature_store.yaml (project, registry and online store
-from config/ and the environment; `FeastResource.cli_config`), exports E2I_HOME and,
-for Redis, E2I_FEAST_REDIS, and runs `feast -c feature_repo -f <that yaml> ARGS`.
-On the default home the plain `feast -c feature_repo ...` works as well.
+from config/ and the environment; `FeastResource.cli_config`), exports E2I_HOME, for
+Redis E2I_FEAST_REDIS and for the SQL registry E2I_FEAST_REGISTRY_URL (the file names
+both as `${...}`: Feast substitutes them), and runs
+`feast -c feature_repo -f <that yaml> ARGS`. On the default home with the file
+registry the plain `feast -c feature_repo ...` works as well.
 """
 
 import os

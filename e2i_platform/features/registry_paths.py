@@ -1,10 +1,11 @@
 """The paths a Feast registry stores, taken against the home in force.
 
-The registry (`<home>/feast/registry.db`) records each view's offline source as an
-absolute path and, for the SQLite online store, the database file of every online
-table. A copy of the home restored at another path brings that registry along, and
-until the `feature_registry` asset applies the repository again it names the original
-home's files. So:
+The registry (`<home>/feast/registry.db`, or Feast's SQL registry shared by every
+machine) records each view's offline source as an absolute path and, for the SQLite
+online store, the database file of every online table. A copy of the home restored at
+another path brings that registry along, and until the `feature_registry` asset
+applies the repository again it names the original home's files; a SQL registry names
+the files of the home of the machine that applied it last. So:
 
 * readers of the offline sources take the view's file of this home
   (`offline_source`), never the path the registry recorded elsewhere;
@@ -22,8 +23,17 @@ from pathlib import Path
 
 
 def home_of(store) -> Path:
-    """The home whose registry `store` opened: `FeastResource` keeps it at
-    `<home>/feast/registry.db` (a path relative to the repository)."""
+    """The home `store` was opened for: the one `FeastResource.store()` records on it
+    (`e2i_home`), else the home of its registry file, which `FeastResource` keeps at
+    `<home>/feast/registry.db` (a path relative to the repository). A SQL registry is
+    shared by every home, so a store on one that names no home is an error."""
+    if (home := getattr(store, "e2i_home", None)) is not None:
+        return Path(home)
+    if store.config.registry.registry_type != "file":
+        raise ValueError(
+            "feature store: a store on the SQL registry names no home; open it with "
+            "FeastResource.store()"
+        )
     registry = Path(store.config.registry.path)
     if not registry.is_absolute():
         registry = Path(store.repo_path) / registry

@@ -66,14 +66,15 @@ def build_objects(offline_dir: str | Path, intervals: dict[str, list] | None = N
 
 
 def applied_intervals(home: Path) -> dict[str, list]:
-    """The materialization intervals of each view in the registry under `home` (the
-    project of the settings in force); none when nothing was applied there yet."""
+    """The materialization intervals of each view in the registry of `home` (its file,
+    or the SQL registry of the settings in force; the project of the settings in force);
+    none when nothing was applied there yet."""
     from e2i_platform.resources.feast import FeastResource
     from e2i_platform.settings import load_settings
 
-    if not (home / "feast" / "registry.db").exists():
-        return {}
     resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
+    if not resource.has_registry():
+        return {}
     store = resource.store()
     return {v.name: list(v.materialization_intervals) for v in store.list_feature_views()}
 
@@ -87,7 +88,7 @@ def repoint_registry(home: Path) -> list[str]:
     from e2i_platform.resources.feast import FeastResource
     from e2i_platform.settings import load_settings
 
-    if not (home / "feast" / "registry.db").exists():
-        return []
     resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
+    if not resource.has_registry():
+        return []
     return repoint_online_tables(resource.store())

@@ -6,6 +6,13 @@ project, the registry and SQLite paths under its home, and for Redis the connect
 string derived from REDIS_URL. `cli_config` writes the same configuration for the
 Feast CLI (`make feast`), the Redis connection left as `${E2I_FEAST_REDIS}` for
 Feast to read from the environment, so no secret is written. Feast is imported lazily.
+
+The registry is a file under the home (`registry: file`) or Feast's SQL registry in
+the database of E2I_FEAST_REGISTRY_URL (`registry: sql`), which every machine running
+a step shares; Feast keys its rows by project, so projects in one database stay
+apart. Like the Redis connection, the URL (it may carry a password) stays in the
+environment: the configuration Feast is given on disk says `${E2I_FEAST_REGISTRY_URL}`
+and metadata names only the host, port and database.
 """
 
 from __future__ import annotations
@@ -33,6 +40,27 @@ def feast_redis_connection(url: str) -> str:
     return conn
 
 
+REGISTRY_URL_VARIABLE = "E2I_FEAST_REGISTRY_URL"
+REGISTRY_KINDS = ("file", "sql")
+
+
+def feast_registry_url(url: str) -> str:
+    """An SQLAlchemy URL for Feast's SQL registry. A bare `postgresql://` (or
+    `postgres://`) gets the psycopg2 driver: Feast would rewrite it to psycopg 3, which
+    is not installed."""
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg2://" + url[len(bare) :]
+    return url
+
+
+def describe_url(url: str) -> str:
+    """`scheme://host:port/database` of a database URL: no user, password or query."""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
+
+
 class FeastResource(dg.ConfigurableResource):
     """Where the Feast repository, registry and online store are."""
 
@@ -40,11 +68,16 @@ class FeastResource(dg.ConfigurableResource):
     project: str
     online_store: str  # "sqlite" or "redis"
     redis_url: str | None = None  # from the REDIS_URL environment variable (dg.EnvVar)
+    registry: str = "file"  # "file": <home>/feast/registry.db; "sql": Feast's SQL registry
+    # For "sql": from the E2I_FEAST_REGISTRY_URL environment variable (dg.EnvVar), e.g.
+    # postgresql+psycopg2://user:password@host:5432/db; never written anywhere.
+    registry_url: str | None = None
     repo_path: str = str(REPO_PATH)
 
     @classmethod
     def for_settings(cls, settings) -> FeastResource:
-        """The resource outside a run (the Feast CLI's wrappers): REDIS_URL read now."""
+        """The resource outside a run (the Feast CLI's wrappers): REDIS_URL and
+        E2I_FEAST_REGISTRY_URL read now."""
         import os
 
         return cls(
@@ -52,7 +85,18 @@ class FeastResource(dg.ConfigurableResource):
             project=settings.platform.feature_store.project,
             online_store=settings.online_store,
             redis_url=os.environ.get("REDIS_URL"),
+            registry=settings.platform.feature_store.registry,
+            registry_url=os.environ.get(REGISTRY_URL_VARIABLE),
         )
+
+    @staticmethod
+    def registry_fields(settings) -> dict:
+        """The registry fields for the definitions: the kind from the settings and, for
+        sql, the URL as a `dg.EnvVar` (resolved when a run builds the resource; the UI
+        and the run's configuration show only the variable's name)."""
+        kind = settings.platform.feature_store.registry
+        url = dg.EnvVar(REGISTRY_URL_VARIABLE) if kind == "sql" else None
+        return {"registry": kind, "registry_url": url}
 
     @property
     def offline_dir(self) -> Path:
@@ -75,14 +119,47 @@ class FeastResource(dg.ConfigurableResource):
             )
         return feast_redis_connection(self.redis_url)
 
+    @property
+    def sql_registry(self) -> bool:
+        if self.registry not in REGISTRY_KINDS:
+            raise dg.Failure(
+                f"feature store: registry {self.registry!r} is not one of {REGISTRY_KINDS}"
+            )
+        return self.registry == "sql"
+
+    def registry_connection(self) -> str:
+        """The SQL registry's SQLAlchemy URL (a secret: never log or record it)."""
+        if not self.registry_url:
+            raise dg.Failure(
+                "feature store: the SQL registry is selected (E2I_FEAST_REGISTRY=sql) but "
+                f"{REGISTRY_URL_VARIABLE} is not set (e.g. "
+                "postgresql+psycopg2://user:password@host:5432/database)"
+            )
+        return feast_registry_url(self.registry_url)
+
     def config_values(self) -> dict:
         """The committed YAML with this resource's project, registry and online store
-        location; a Redis connection string stays `${E2I_FEAST_REDIS}`."""
+        location; a Redis connection string stays `${E2I_FEAST_REDIS}` and the SQL
+        registry's URL `${E2I_FEAST_REGISTRY_URL}`."""
         import yaml
 
         values = yaml.safe_load(self.yaml_file.read_text())
         values["project"] = self.project
-        values["registry"]["path"] = self._repo_relative("registry.db")
+        if self.sql_registry:
+            self.registry_connection()  # a clear failure when the URL is missing
+            values["registry"] = {
+                "registry_type": "sql",
+                "path": f"${{{REGISTRY_URL_VARIABLE}}}",
+                # Each step is a fresh process; a long-lived reader (a monitor, a server)
+                # sees another machine's apply within this, or at once after
+                # refresh_registry().
+                "cache_ttl_seconds": values["registry"].get("cache_ttl_seconds", 60),
+                # A pooled connection the server closed (restart, idle timeout) is
+                # replaced instead of failing the first query.
+                "sqlalchemy_config_kwargs": {"echo": False, "pool_pre_ping": True},
+            }
+        else:
+            values["registry"]["path"] = self._repo_relative("registry.db")
         if values["online_store"]["type"] == "sqlite":
             values["online_store"]["path"] = self._repo_relative("online_store.db")
         return values
@@ -103,14 +180,18 @@ class FeastResource(dg.ConfigurableResource):
         values = self.config_values()
         if values["online_store"]["type"] == "redis":
             values["online_store"]["connection_string"] = self.redis_connection()
+        if values["registry"]["registry_type"] == "sql":
+            values["registry"]["path"] = self.registry_connection()
         config = RepoConfig(**values)
         config.repo_path = Path(self.repo_path)
         return config
 
     def cli_config(self) -> tuple[Path, dict[str, str]]:
         """A feature_store.yaml for the Feast CLI on this home (under <home>/feast/) and
-        the environment it needs: E2I_HOME for the repository's sources and, for Redis,
-        E2I_FEAST_REDIS."""
+        the environment it needs: E2I_HOME for the repository's sources, for Redis
+        E2I_FEAST_REDIS, and for the SQL registry E2I_FEAST_REGISTRY_URL (with the
+        driver Feast needs). Feast substitutes both in the file it reads
+        (`os.path.expandvars`); the file holds neither."""
         import yaml
 
         path = Path(self.home) / "feast" / "feature_store.yaml"
@@ -122,13 +203,39 @@ class FeastResource(dg.ConfigurableResource):
         env = {"E2I_HOME": str(self.home)}
         if self.online_store == "redis":
             env["E2I_FEAST_REDIS"] = self.redis_connection()
+        if self.sql_registry:
+            env[REGISTRY_URL_VARIABLE] = self.registry_connection()
         return path, env
 
     def store(self):
+        """A FeatureStore on this resource's configuration. It carries the home as
+        `e2i_home`: with the SQL registry nothing in Feast's configuration names it, and
+        `features.registry_paths` needs it."""
         from feast import FeatureStore
 
         Path(self.home, "feast").mkdir(parents=True, exist_ok=True)
-        return FeatureStore(repo_path=self.repo_path, config=self.repo_config())
+        store = FeatureStore(repo_path=self.repo_path, config=self.repo_config())
+        store.e2i_home = Path(self.home).resolve()
+        return store
+
+    def has_registry(self) -> bool:
+        """Whether there is a registry to read: the file exists, or (SQL) always -- Feast
+        creates its tables on first use and an unapplied project lists nothing."""
+        if self.sql_registry:
+            return True
+        return (Path(self.home) / "feast" / "registry.db").exists()
+
+    def registry_problem(self) -> str | None:
+        """Why the applied registry is not there (for `make run`'s reuse check), or None:
+        the file is missing, or the SQL registry holds no feature view of this project."""
+        if not self.sql_registry:
+            registry = Path(self.home) / "feast" / "registry.db"
+            return None if registry.exists() else f"the Feast registry {registry} is missing"
+        store = self.store()
+        if not store.list_feature_views():
+            where = describe_url(self.registry_connection())
+            return f"the Feast SQL registry {where} holds no feature view of project {self.project}"
+        return None
 
     def redis_client(self):
         """A redis-py client on the online store, or None for SQLite."""
@@ -188,6 +295,12 @@ class FeastResource(dg.ConfigurableResource):
             "online_store": self.online_store,
             "registry": str(Path(self.home) / "feast" / "registry.db"),
         }
+        if self.registry == "sql":
+            where["registry"] = (
+                f"sql {describe_url(feast_registry_url(self.registry_url))}"
+                if self.registry_url
+                else f"sql ({REGISTRY_URL_VARIABLE} not set)"
+            )
         if self.online_store == "redis" and self.redis_url:
             parts = urlsplit(self.redis_url)
             where["redis"] = f"{parts.hostname}:{parts.port or 6379}/{parts.path.lstrip('/') or 0}"
