@@ -80,6 +80,8 @@ class StoreMixin:
             where["artifacts"] = str(self.artifact_dir)
         elif self.artifact_uri:
             where["artifacts"] = redact_uri(self.artifact_uri)
+        elif self.is_http:
+            where["artifacts"] = "through the tracking server"
         return where
 
     # --- connection ---
@@ -91,8 +93,7 @@ class StoreMixin:
         if db is not None:
             db.absolute().parent.mkdir(parents=True, exist_ok=True)
         client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        if not self.is_http:
-            self._settle_artifact_location(client)
+        self._settle_artifact_location(client)
         return client
 
     def _settle_artifact_location(self, client) -> None:
@@ -141,7 +142,8 @@ class StoreMixin:
     def _check_artifact_location(self, recorded: str) -> None:
         """The experiment keeps its artifacts where this resource says, or it is this
         home's SQLite DB brought from another path (re-rooted here, once), or the run
-        fails naming both places: it never writes to, or reads from, somewhere else."""
+        fails naming both places: it never writes to, or reads from, somewhere else. With
+        a tracking server, anywhere but a path (`_check_served_artifacts`)."""
         from e2i_platform.resources.mlflow_artifacts import (
             moved_home_root,
             relocate_sqlite,
@@ -149,6 +151,9 @@ class StoreMixin:
         )
 
         expected = self.artifact_uri
+        if expected is None and self.is_http:
+            self._check_served_artifacts(recorded)
+            return
         if expected is None or same_location(recorded, expected):
             return
         if moved_home_root(recorded, expected, self.db_path, self.home):
@@ -171,6 +176,24 @@ class StoreMixin:
             "Set mlflow.artifact_root (E2I_MLFLOW_ARTIFACT_ROOT) to the recorded location "
             "to keep using it, or set mlflow.experiment to a new name (its artifacts go to "
             "the root above)."
+        )
+
+    def _check_served_artifacts(self, recorded: str) -> None:
+        """With a tracking server, the experiment's artifacts are the server's
+        (`mlflow-artifacts:/`, proxied by `mlflow server --serve-artifacts`) or in a remote
+        store (s3://...): never a path, which each client would write on its own disk."""
+        from e2i_platform.resources.mlflow_artifacts import local_path
+
+        if local_path(recorded) is None:
+            return
+        raise dg.Failure(
+            f"MLflow experiment {self.experiment!r} ({self.safe_uri}) keeps its artifacts at "
+            f"{redact_uri(recorded)}, a path: every machine that logs a model would write it "
+            "to its own disk, out of the tracking server's reach. Run the server with "
+            "`--serve-artifacts --artifacts-destination <dir or s3://...>` and no local "
+            "--default-artifact-root (new experiments then keep theirs at mlflow-artifacts:/), "
+            "and set mlflow.experiment to a new name: MLflow cannot move an experiment's "
+            "artifact location."
         )
 
     def ensure_reachable(self) -> str | None:

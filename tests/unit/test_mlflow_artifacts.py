@@ -145,3 +145,23 @@ def test_the_artifact_root_follows_the_store_and_never_defaults_to_the_working_d
         home=home,
     )
     assert server.describe()["artifacts"] == "/srv/e2i/mlflow/artifacts"
+
+
+def test_with_a_tracking_server_an_experiment_never_keeps_artifacts_at_a_path():
+    """Through a server, artifacts are the server's (`mlflow-artifacts:/`) or remote; a
+    path would be written on each client's own disk: refused, named, no credentials."""
+    server = MlflowResource(
+        tracking_uri="http://alice:s3cret@mlflow.internal:5000",
+        experiment=EXPERIMENT,
+        registered_model=MODEL,
+        home="/srv/e2i",
+    )
+    assert server.artifact_uri is None  # the server chooses
+    assert server.describe()["artifacts"] == "through the tracking server"
+    server._check_artifact_location("mlflow-artifacts:/1")
+    server._check_artifact_location("s3://bucket/e2i/1")
+    for local in ("file:///srv/e2i/mlflow/artifacts/1", "/srv/mlruns/1"):
+        with pytest.raises(dg.Failure, match="--serve-artifacts") as refused:
+            server._check_artifact_location(local)
+        assert local in refused.value.description
+        assert "s3cret" not in refused.value.description
