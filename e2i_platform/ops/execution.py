@@ -38,7 +38,7 @@ def broker_variable() -> str:
     )
 
 
-def celery_app_config(queue: str) -> dict:
+def celery_app_config(queue: str, redelivery_seconds: int = 3600) -> dict:
     """Celery settings shared by the executor (submitting) and `make worker` (consuming);
     they must agree, or tasks go where no worker listens."""
     prefix = {"global_keyprefix": f"{queue}:"}
@@ -47,8 +47,19 @@ def celery_app_config(queue: str) -> dict:
         # A worker takes one task at a time per process: a long step never holds a
         # second one back while other workers idle.
         "worker_prefetch_multiplier": 1,
+        # Acknowledged when the step ends, not when it starts: the task of a worker that
+        # dies mid-step is not lost (the run would wait for it forever) but goes back to
+        # the queue after `redelivery_seconds`, and another worker runs the step again.
+        # Its value is staged per run and published atomically, so the half-run attempt
+        # leaves nothing a reader sees.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
         "broker_transport_options": {
             **prefix,
+            "visibility_timeout": redelivery_seconds,
+            # Sweep for tasks of dead workers often enough to honour a short timeout.
+            "unacked_restore_interval": max(1, min(10, redelivery_seconds // 5)),
+            "unacked_restore_throttle": 1,
             "max_retries": 3,
             "interval_start": 0,
             "interval_step": 0.2,
@@ -59,12 +70,12 @@ def celery_app_config(queue: str) -> dict:
     }
 
 
-def celery_executor_config(queue: str) -> dict:
+def celery_executor_config(queue: str, redelivery_seconds: int = 3600) -> dict:
     variable = broker_variable()
     return {
         "broker": {"env": variable},
         "backend": {"env": variable},
-        "config_source": celery_app_config(queue),
+        "config_source": celery_app_config(queue, redelivery_seconds),
     }
 
 
@@ -74,5 +85,7 @@ def executor_def(settings) -> dg.ExecutorDefinition:
     if cfg.kind == "celery":
         from dagster_celery import celery_executor
 
-        return celery_executor.configured(celery_executor_config(cfg.celery_queue))
+        return celery_executor.configured(
+            celery_executor_config(cfg.celery_queue, cfg.celery_redelivery_seconds)
+        )
     return dg.multiprocess_executor.configured({"max_concurrent": cfg.max_concurrent})

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from e2i_platform.settings import Settings
 from e2i_platform.settings.loader import REPO_ROOT
@@ -42,10 +43,39 @@ def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
     # The placeholder sits in a double-quoted YAML string: escaped as JSON escapes it (a
     # subset of YAML's), a path with '#', ': ' or quotes stays one value.
     rendered = template.replace(HOME_PLACEHOLDER, json.dumps(str(home.resolve()))[1:-1])
+    rendered += shared_compute_logs(settings.platform.store.url)
     target = home / "dagster.yaml"
     if not target.exists() or target.read_text() != rendered:
         target.write_text(rendered)
     return home
+
+
+def shared_compute_logs(store_url: str | None) -> str:
+    """With a shared object store, the instance's `compute_logs` section: a step's stdout
+    and stderr go there (dagster-aws), so the UI shows them whichever machine ran the
+    step, and no worker keeps them. The endpoint is named by variable, never written."""
+    if not store_url:
+        return ""
+    parts = urlsplit(store_url)
+    if parts.scheme != "s3" or not parts.netloc:
+        raise RuntimeError(
+            f"store.url {store_url!r} (E2I_STORE_URL): the shared store must be an "
+            "s3://bucket/prefix URL (any S3-compatible service)"
+        )
+    prefix = "/".join(p for p in (*parts.path.split("/"), "dagster", "compute_logs") if p)
+    endpoint = (
+        "    endpoint_url: {env: AWS_ENDPOINT_URL}\n" if os.environ.get("AWS_ENDPOINT_URL") else ""
+    )
+    return (
+        "# Step logs in the shared store (E2I_STORE_URL): readable whichever machine ran the step.\n"
+        "compute_logs:\n"
+        "  module: dagster_aws.s3.compute_log_manager\n"
+        "  class: S3ComputeLogManager\n"
+        "  config:\n"
+        f"    bucket: {json.dumps(parts.netloc)}\n"
+        f"    prefix: {json.dumps(prefix)}\n"
+        f"{endpoint}"
+    )
 
 
 def use_instance(settings: Settings) -> Path:

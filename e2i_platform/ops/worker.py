@@ -20,7 +20,7 @@ import socket
 import sys
 
 
-def celery_app(queue: str):
+def celery_app(queue: str, redelivery_seconds: int):
     """The Celery app of dagster-celery with the platform's broker and settings, its
     step task registered."""
     from dagster_celery.executor import CeleryExecutor
@@ -31,7 +31,7 @@ def celery_app(queue: str):
 
     url = os.environ[broker_variable()]
     executor = CeleryExecutor.for_cli(
-        broker=url, backend=url, include=[], config_source=celery_app_config(queue)
+        broker=url, backend=url, include=[], config_source=celery_app_config(queue, redelivery_seconds)
     )
     app = make_app(executor.app_args())
     create_task(app)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
-        app = celery_app(cfg.celery_queue)
+        app = celery_app(cfg.celery_queue, cfg.celery_redelivery_seconds)
     except ExecutionConfigError as error:
         print(f"make worker: {error}", file=sys.stderr)
         return 2

@@ -33,6 +33,10 @@ class ExecutorSettings(Strict):
     max_concurrent: int = Field(2, ge=1, le=64)
     # Celery's queue for the platform's steps; workers of `make worker` listen on it.
     celery_queue: str = Field("e2i", pattern=r"^[A-Za-z0-9_.-]+$")
+    # A step's task is acknowledged when it ends; one whose worker died is handed to
+    # another worker after this long. Longer than the longest step, or a step still
+    # running is handed out twice.
+    celery_redelivery_seconds: int = Field(3600, ge=5, le=86400)
 
 
 class GeneratorSettings(Strict):
@@ -330,6 +334,9 @@ class OptunaSettings(Strict):
     # longer than the grace period (> interval) is failed when any trial of its study starts.
     heartbeat_interval_s: int = Field(30, ge=1)
     heartbeat_grace_s: int = Field(120, ge=2)
+    # Trial workers hpo_study fans out to (parallel steps on one shared study; each runs
+    # single-threaded trials until the study's trial budget is spent). 1: one step.
+    parallel_workers: int = Field(1, ge=1, le=64)
     sampler: SamplerSettings = SamplerSettings()
     pruner: PrunerSettings = PrunerSettings()
     warm_start: WarmStartSettings = WarmStartSettings()

@@ -77,6 +77,11 @@ def celery_env(e2i_home, psycopg2_url, monkeypatch, tmp_path):
     home = prepare_instance(settings, tmp_path / "dagster_home")
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     yield settings, home, queue
+    # A run a failed test left going would poll a queue no worker serves, forever.
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        for run in instance.get_runs():
+            if not run.is_finished:
+                instance.run_launcher.terminate(run.run_id)
     client = redis.Redis.from_url(broker)
     keys = list(client.scan_iter(match=f"{queue}:*"))
     if keys:
@@ -133,3 +138,65 @@ def test_steps_of_one_run_execute_on_both_celery_workers(celery_env, tmp_path):
     # Each worker logged the steps it took, under the queue of this test only.
     for name in ("w1", "w2"):
         assert f"queue {queue!r}" in logs[name].read_text()
+
+
+def test_a_worker_killed_mid_step_hands_the_step_to_the_other_and_the_run_completes(
+    celery_env, tmp_path, monkeypatch
+):
+    """SIGKILL one worker (its whole process group) as soon as it has taken a step: the
+    task was not acknowledged, so after the redelivery timeout the surviving worker runs
+    the step again and the run ends SUCCESS; every published value is intact and from
+    this run; a second run on the survivor alone completes too."""
+    from e2i_platform.ops.launch import code_location, launch, wait
+    from e2i_platform.resources.publication import Publications
+
+    settings, home, queue = celery_env
+    # Longer than any step here takes (a fresh worker process imports the location first),
+    # or a step still running would be handed out twice.
+    monkeypatch.setenv("E2I_CELERY_REDELIVERY_SECONDS", "30")
+    assert load_settings().platform.executor.celery_redelivery_seconds == 30
+    logs = {name: tmp_path / f"{name}.log" for name in ("w1", "w2")}
+    workers = {name: start_worker(name, dict(os.environ), logs[name]) for name in logs}
+    assets = [dg.AssetKey(f"raw_{t}") for t in INPUT_TABLES]
+    try:
+        wait_ready(workers, logs)
+        with (
+            dg.DagsterInstance.from_config(str(home)) as instance,
+            code_location(instance) as (context, location),
+        ):
+            run_id = launch(instance, context, location, assets, {}, {}, in_process=False)
+            deadline = time.monotonic() + RUN_SECONDS
+            killed_at = None
+
+            def kill_w1_once_it_holds_a_step():
+                nonlocal killed_at
+                if time.monotonic() > deadline:
+                    pytest.fail(f"run {run_id} still going after {RUN_SECONDS} s")
+                if killed_at is None and "Task execute_plan[" in logs["w1"].read_text():
+                    os.killpg(workers["w1"].pid, 9)
+                    killed_at = time.monotonic()
+
+            wait(instance, run_id, kill_w1_once_it_holds_a_step)
+            assert killed_at is not None, "w1 never took a step"
+            assert workers["w1"].wait(10) == -9
+            run = instance.get_run_by_id(run_id)
+            messages = "\n".join(r.message for r in instance.all_logs(run_id) if r.message)
+            assert run.status == dg.DagsterRunStatus.SUCCESS, messages[-4000:]
+            pubs = Publications(settings.home / "warehouse")
+            for key in assets:
+                assert pubs.problem(key.path[0], "parquet", run_id) is None, key
+
+            again = launch(instance, context, location, assets, {}, {}, in_process=False)
+            wait(instance, again)
+            assert instance.get_run_by_id(again).status == dg.DagsterRunStatus.SUCCESS
+            workers_of_again = {
+                r.dagster_event.engine_event_data.metadata["Celery worker"].value
+                for r in instance.all_logs(again)
+                if r.dagster_event
+                and r.dagster_event.is_engine_event
+                and "Celery worker" in r.dagster_event.engine_event_data.metadata
+            }
+            assert {w.split("@")[0] for w in workers_of_again} == {"w2"}
+    finally:
+        for proc in workers.values():
+            stop(proc)
