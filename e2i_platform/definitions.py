@@ -71,6 +71,8 @@ def build_definitions(settings: Settings):
     from e2i_platform.training.checks import no_leakage
 
     home = str(settings.home)
+    # Durable values on this disk (None) or in the shared object store every worker reads.
+    store_url = settings.platform.store.url
     gen = settings.platform.generator
     # A code version on every asset (the code and its group's configuration):
     # materializations record it, so the UI and `make run` can tell an up-to-date
@@ -126,8 +128,8 @@ def build_definitions(settings: Settings):
             alert_sensor(settings.alerts.sensor_interval_seconds),
         ],
         resources={
-            "warehouse": WarehouseIOManager(home=home, e2i_config=config),
-            "records": RecordIOManager(home=home, e2i_config=config),
+            "warehouse": WarehouseIOManager(home=home, e2i_config=config, store_url=store_url),
+            "records": RecordIOManager(home=home, e2i_config=config, store_url=store_url),
             "mlflow": mlflow_resource(settings),
             "e2i_config": config,
             "notifier": NotifierResource(e2i_config=config),

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -108,7 +107,7 @@ def _audit(context, graph, check_key, run_id: str | None, result, settings, foun
     asset = check_key.asset_key
     name = asset.to_user_string()
     ext = stored_extension(graph, asset)
-    pubs = Publications(Path(settings.home) / "warehouse")
+    pubs = Publications.for_settings(settings)
     if run_id is None:
         return {"published": dg.MetadataValue.text("nothing to publish: never materialized")}
     accepted = result.passed or result.severity == dg.AssetCheckSeverity.WARN

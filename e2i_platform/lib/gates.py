@@ -16,7 +16,6 @@ server by `gated_automation_sensor`), and so does the `make run` planner.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -47,7 +46,7 @@ def expected_now(settings, graph) -> Expected:
     from e2i_platform.lib.versions import judged_version
     from e2i_platform.resources.publication import Publications
 
-    pubs = Publications(Path(settings.home) / "warehouse")
+    pubs = Publications.for_settings(settings)
     return Expected(
         config_version=lambda key: judged_version(settings, key),
         reads=lambda key: check_reads(graph, key),

@@ -38,7 +38,15 @@ GROUP_SECTIONS = {
     "training": ("training", "optuna", "mlflow"),
     "promotion": ("training", "mlflow", "promotion"),
 }
-NOT_COMPUTED = {"training": {"run_mode"}, "mlflow": {"ui_url", "artifact_root"}}
+# Where things run and are kept (which home, executor, stores, retries, schedules) is
+# not what an asset computes: a value made on one machine, or before the deployment
+# moved to workers and shared stores, is still the same value.
+_DEPLOYMENT = ("home", "executor", "retries", "instance", "store", "schedules_running")
+NOT_COMPUTED = {
+    "training": {"run_mode": True},
+    "mlflow": {"ui_url": True, "artifact_root": True},
+    "platform": {**dict.fromkeys(_DEPLOYMENT, True), "feature_store": {"registry": True}},
+}
 
 
 def platform_version(settings, group: str) -> str:
@@ -55,10 +63,11 @@ def platform_version(settings, group: str) -> str:
     return digest.hexdigest()[:16]
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in blocks."""
+def sha256_file(path) -> str:
+    """Hex sha256 of a file (a local path, or a `UPath` in an object store), read in
+    blocks."""
     digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
+    with (path if hasattr(path, "fs") else Path(path)).open("rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()

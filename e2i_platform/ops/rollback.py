@@ -38,7 +38,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     from e2i_platform.resources.publication import Publications, write_json
 
     name = CHAMPION.to_user_string()
-    pubs = Publications(settings.home / "warehouse")
+    pubs = Publications.for_settings(settings)
     kind = manifest["kind"]
     verb = {"rollback": "rolled back", "repair": "repaired"}[kind]
     record = {**manifest, "decision": f"{verb}: {manifest['reason']}"}

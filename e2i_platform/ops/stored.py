@@ -19,7 +19,7 @@ def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str 
     name = key.to_user_string()
     home = Path(settings.home)
     if ext := stored_extension(graph, key):
-        pubs = Publications(home / "warehouse")
+        pubs = Publications.for_settings(settings)
         if problem := pubs.problem(name, ext, run_id):
             return problem
         if ext == "parquet":
@@ -28,8 +28,10 @@ def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str 
             problem = _record_problem(name, pubs.published_path(name, ext), home)
         return problem
     if name == "feature_registry":
-        registry = home / "feast" / "registry.db"
-        return None if registry.exists() else f"the Feast registry {registry} is missing"
+        from e2i_platform.resources.feast import FeastResource
+
+        # The file registry or the SQL one (another machine may have applied it).
+        return FeastResource.for_settings(settings).registry_problem()
     if name == "online_features" and settings.online_store == "sqlite":
         db = home / "feast" / "online_store.db"
         return None if db.exists() else f"the online store {db} is missing"
@@ -40,7 +42,8 @@ def _parquet_problem(path: Path) -> str | None:
     import pyarrow.parquet as pq
 
     try:
-        pq.read_metadata(path)
+        with path.open("rb") as fh:  # a local file or an object in the shared store
+            pq.read_metadata(fh)
     except Exception as exc:  # any reader error: not a usable table
         return f"its published file {path} is not readable Parquet ({type(exc).__name__})"
     return None

@@ -1,6 +1,10 @@
 """Write-audit-publish for the warehouse: a new value is staged, and becomes the
 published value only when every blocking check of its asset passed on it.
 
+The warehouse is `<store>/warehouse`, where `<store>` is the home on this machine's
+disk or, with `platform.store.url`, an object store every machine shares
+(`lib.store`); the layout and the rules are the same on both.
+
 Dagster runs an asset's checks after its IO manager stored the value (checks read
 the stored value), so the IO manager cannot write where readers look. Instead:
 
@@ -16,21 +20,42 @@ A blocking check that passes stamps its pass next to the staged value; the check
 that completes the set publishes (under a lock, so two checks finishing together
 publish once). A rejected value stays staged, its path named in the check's
 metadata; the published value and its record are untouched, byte for byte.
+
+Every file is written whole (`lib.store.atomic_write`). Publishing replaces the
+published file in one step: on disk a hard link to the staged file renamed over it;
+on an object store a server-side copy of the staged object (no hard links there).
+The lock is a lock file on disk (this machine's processes) and a PostgreSQL advisory
+lock for an object store (every machine's; `lib.store.lock`).
 """
 
 from __future__ import annotations
 
-import fcntl
+import contextlib
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from e2i_platform.lib import store
+from e2i_platform.lib.store import atomic_write, file_lock, is_remote, store_root
 from e2i_platform.lib.versions import sha256_file
 
+if TYPE_CHECKING:
+    from upath import UPath
+
+__all__ = [
+    "Publications",
+    "atomic_write",
+    "atomic_write_json",
+    "file_lock",
+    "note_loaded",
+    "take_loaded",
+    "write_json",
+]
+
+WAREHOUSE = "warehouse"
 STAGED = ".staged"
 RECORDS = ".published"
 
@@ -40,7 +65,8 @@ RECORDS = ".published"
 _LOADED: dict[tuple[str, str], dict[str, str]] = {}
 
 
-# sha256 of published files by their state on disk: a file is hashed once, not per read.
+# sha256 of published files by their state (on disk: inode, size, mtime; in an object
+# store: size and ETag): a file is hashed once, not per read.
 _HASHED: dict[tuple, str] = {}
 
 
@@ -52,18 +78,6 @@ def take_loaded(run_id: str, step_key: str) -> dict[str, str]:
     return _LOADED.pop((run_id, step_key), {})
 
 
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """An exclusive lock held on `path` (created) for the block; not reentrant."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def write_json(obj, path: Path) -> None:
     """JSON written and flushed to disk (callers make it atomic: `atomic_write_json`,
     or `Publications.stage`)."""
@@ -73,43 +87,45 @@ def write_json(obj, path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """`write` to a file next to `path`, then rename it into place: readers see the old
-    file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(obj, path: Path) -> None:
+def atomic_write_json(obj, path: Path | UPath) -> None:
     atomic_write(path, lambda p: write_json(obj, p))
 
 
 class Publications:
-    """Staged and published values of the assets stored under one warehouse directory."""
+    """Staged and published values of the assets stored under one warehouse directory
+    (a local path, or a `UPath` in an object store)."""
 
-    def __init__(self, warehouse: Path):
-        self.warehouse = Path(warehouse)
+    def __init__(self, warehouse: Path | UPath | str):
+        self.warehouse = warehouse if hasattr(warehouse, "fs") else Path(warehouse)
+
+    @classmethod
+    def of(cls, home: str | Path, store_url: str | None) -> Publications:
+        """The warehouse of a home's store: `<home>/warehouse`, or `<url>/warehouse`."""
+        return cls(store_root(home, store_url) / WAREHOUSE)
+
+    @classmethod
+    def for_settings(cls, settings) -> Publications:
+        """The warehouse the platform's settings name (`home`, `platform.store.url`); an
+        object with a `home` only (a stand-in for the settings) names the local disk."""
+        store_settings = getattr(getattr(settings, "platform", None), "store", None)
+        return cls.of(settings.home, store_settings.url if store_settings else None)
+
+    @property
+    def remote(self) -> bool:
+        return is_remote(self.warehouse)
 
     # --- where things are ----------------------------------------------------------
 
-    def published_path(self, asset: str, ext: str) -> Path:
+    def published_path(self, asset: str, ext: str) -> Path | UPath:
         return self.warehouse / f"{asset}.{ext}"
 
-    def staged_path(self, asset: str, run_id: str, ext: str) -> Path:
+    def staged_path(self, asset: str, run_id: str, ext: str) -> Path | UPath:
         return self.warehouse / STAGED / asset / f"{run_id}.{ext}"
 
-    def _passes_path(self, asset: str, run_id: str) -> Path:
+    def _passes_path(self, asset: str, run_id: str) -> Path | UPath:
         return self.warehouse / STAGED / asset / f"{run_id}.passed.json"
 
-    def record_path(self, asset: str) -> Path:
+    def record_path(self, asset: str) -> Path | UPath:
         return self.warehouse / RECORDS / f"{asset}.json"
 
     def record(self, asset: str) -> dict | None:
@@ -125,11 +141,14 @@ class Publications:
 
     # --- staging and publishing ----------------------------------------------------
 
-    def stage(self, asset: str, run_id: str, ext: str, write: Callable[[Path], None]) -> Path:
-        """Write a run's value beside the others (atomically), not where readers look."""
+    def stage(
+        self, asset: str, run_id: str, ext: str, write: Callable[[Path], None]
+    ) -> Path | UPath:
+        """Write a run's value beside the others (atomically), not where readers look;
+        `write` writes a local file."""
         return atomic_write(self.staged_path(asset, run_id, ext), write)
 
-    def value_path(self, asset: str, run_id: str, ext: str) -> Path | None:
+    def value_path(self, asset: str, run_id: str, ext: str) -> Path | UPath | None:
         """Where the value a run materialized is now: staged, or published after its gates."""
         staged = self.staged_path(asset, run_id, ext)
         if staged.exists():
@@ -140,9 +159,10 @@ class Publications:
             return published
         return None
 
-    def lock(self, asset: str):
-        """One publisher of an asset at a time."""
-        return file_lock(self.warehouse / STAGED / asset / ".lock")
+    def lock(self, asset: str, timeout: float = store.LOCK_TIMEOUT_S):
+        """One publisher of an asset at a time (on every machine that shares the store);
+        waiting longer than `timeout` seconds raises `lib.store.LockTimeout`."""
+        return store.lock(self.warehouse / STAGED / asset / ".lock", timeout)
 
     def passes(self, asset: str, run_id: str) -> dict[str, dict]:
         """The checks that passed a run's value, each with the evidence it judged on."""
@@ -170,11 +190,15 @@ class Publications:
             raise FileNotFoundError(f"{asset}: no staged value of run {run_id} at {staged}")
         digest = sha256_file(staged)  # of the bytes published, whoever publishes next
         target = self.published_path(asset, ext)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{run_id}.tmp")
-        tmp.unlink(missing_ok=True)
-        os.link(staged, tmp)  # same file system: no copy, and the staged path stays valid
-        os.replace(tmp, target)
+        if self.remote:
+            # One server-side copy: readers of the key see the old object or the new one.
+            self.warehouse.fs.copy(staged.path, target.path)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{run_id}.tmp")
+            tmp.unlink(missing_ok=True)
+            os.link(staged, tmp)  # same file system: no copy, the staged path stays valid
+            os.replace(tmp, target)
         record = {
             "asset": asset,
             "run_id": run_id,
@@ -184,19 +208,25 @@ class Publications:
             "after_checks": sorted(checks),
         }
         atomic_write_json(record, self.record_path(asset))
-        staged.unlink(missing_ok=True)
-        self._passes_path(asset, run_id).unlink(missing_ok=True)
+        _remove(staged)
+        _remove(self._passes_path(asset, run_id))
         return record
 
     def intact(self, asset: str, ext: str, record: dict) -> bool:
         """Whether the published file still holds the bytes its record names (hashed once
-        per file state: path, inode, size and mtime)."""
+        per file state: path, inode, size and mtime on disk; path, size and ETag, else
+        modification time, in an object store)."""
         path = self.published_path(asset, ext)
         try:
-            st = path.stat()
+            if self.remote:
+                info = path.fs.info(path.path)
+                changed = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+                state = (str(path), info.get("size"), str(changed))
+            else:
+                st = path.stat()
+                state = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         except OSError:
             return False
-        state = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
         if state not in _HASHED:
             if len(_HASHED) > 4096:
                 _HASHED.clear()
@@ -216,3 +246,9 @@ class Publications:
         if not self.intact(asset, ext, record):
             return f"its published file {path} was changed after publication (sha256 differs)"
         return None
+
+
+def _remove(path: Path | UPath) -> None:
+    """Delete a file if it is there."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()

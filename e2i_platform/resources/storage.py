@@ -1,18 +1,25 @@
-"""The warehouse under E2I_HOME (Parquet tables, JSON records), as IO managers that
-publish a value only after its gates."""
+"""The warehouse under E2I_HOME, or in the object store of `platform.store.url`
+(Parquet tables, JSON records), as IO managers that publish a value only after its
+gates."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.publication import Publications, note_loaded, write_json
 
+if TYPE_CHECKING:
+    from upath import UPath
+
 
 class PublishingIOManager(dg.ConfigurableIOManager):
-    """Values under `<home>/warehouse`, published after their gates (`resources.publication`).
+    """Values under `<home>/warehouse` or, with `store_url`, `<store_url>/warehouse` in an
+    object store every machine shares (`lib.store`), published after their gates
+    (`resources.publication`).
 
     `handle_output` stages the run's value; an asset without blocking checks is
     published at once, any other when its last blocking check passes. A check step
@@ -24,17 +31,22 @@ class PublishingIOManager(dg.ConfigurableIOManager):
 
     home: str
     e2i_config: ConfigResource  # the gates judge consumers against the configuration in force
+    # s3://bucket/prefix: the warehouse lives there, not under `home` (settings:
+    # platform.store.url; endpoint and credentials from the environment).
+    store_url: str | None = None
 
     @property
     def extension(self) -> str:
         raise NotImplementedError
 
     def write(self, obj, path: Path) -> None:
+        """Write the value to a local file (staging uploads it to an object store)."""
         raise NotImplementedError
 
-    def read(self, path: Path, columns: list[str] | None = None):
-        """The stored value; a table input may ask for some `columns` only (input
-        metadata `columns`, e.g. `dg.AssetIn(metadata={"columns": [...]})`)."""
+    def read(self, path: Path | UPath, columns: list[str] | None = None):
+        """The stored value (at a local path, or a `UPath` in an object store); a table
+        input may ask for some `columns` only (input metadata `columns`, e.g.
+        `dg.AssetIn(metadata={"columns": [...]})`)."""
         raise NotImplementedError
 
     def describe(self, obj) -> dict:
@@ -42,9 +54,9 @@ class PublishingIOManager(dg.ConfigurableIOManager):
 
     @property
     def publications(self) -> Publications:
-        return Publications(Path(self.home) / "warehouse")
+        return Publications.of(self.home, self.store_url)
 
-    def path_for(self, key: dg.AssetKey) -> Path:
+    def path_for(self, key: dg.AssetKey) -> Path | UPath:
         """The published value: the file external readers use."""
         return self.publications.published_path(key.to_user_string(), self.extension)
 
@@ -133,10 +145,13 @@ class WarehouseIOManager(PublishingIOManager):
     def write(self, obj, path: Path) -> None:
         obj.to_parquet(path, index=False)
 
-    def read(self, path: Path, columns: list[str] | None = None):
+    def read(self, path: Path | UPath, columns: list[str] | None = None):
         import pandas as pd
 
-        return pd.read_parquet(path, columns=columns)
+        if isinstance(path, Path):
+            return pd.read_parquet(path, columns=columns)
+        with path.open("rb") as f:
+            return pd.read_parquet(f, columns=columns)
 
     def describe(self, obj) -> dict:
         return {"dagster/row_count": dg.MetadataValue.int(len(obj))}
@@ -153,7 +168,7 @@ class RecordIOManager(PublishingIOManager):
     def write(self, obj: dict, path: Path) -> None:
         write_json(obj, path)
 
-    def read(self, path: Path, columns: list[str] | None = None) -> dict:
+    def read(self, path: Path | UPath, columns: list[str] | None = None) -> dict:
         import json
 
         return json.loads(path.read_text())
