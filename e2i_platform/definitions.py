@@ -142,7 +142,7 @@ def build_definitions(settings: Settings):
                 **FeastResource.registry_fields(settings),
             ),
             "source": SourceResource(
-                landing_dir=str(settings.home / "landing"),
+                landing_dir=SourceResource.landing_dir_for(settings.home, store_url),
                 seed=gen.seed,
                 patients=gen.patients,
                 hcps=gen.hcps,

@@ -1,8 +1,11 @@
 """Where raw tables come from: a landing file or the generator, by each table's policy.
 
-`$E2I_HOME/landing/<table>.parquet` or `<table>.csv` is ingested as is (CSV as
+`<store>/landing/<table>.parquet` or `<table>.csv` is ingested as is (CSV as
 text, except booleans, which are parsed strictly so that "False" never becomes
-True). The policy (config/platform.yaml `sources`) decides: `auto` reads the landing
+True). `<store>` is the home on this machine's disk, or the object store every
+machine shares (`platform.store.url`, `lib.store.store_root`): then the landing
+directory is a URL (`s3://bucket/prefix/landing`), files are read through fsspec, and
+paths in metadata and errors are those URLs. The policy (config/platform.yaml `sources`) decides: `auto` reads the landing
 file when present, else the deterministic generator; `generator` always generates;
 `landing` needs the file, and its absence fails the raw table naming the path. Either
 way the caller gets the frame plus a description of the source (with the policy) for
@@ -15,12 +18,18 @@ import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dagster as dg
 
 from e2i_platform.contract import table as contract_table
+from e2i_platform.lib.store import is_remote, store_root
 from e2i_platform.lib.versions import sha256_file
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+LANDING = "landing"
 
 _TRUE = {"true", "t", "1", "yes", "y"}
 _FALSE = {"false", "f", "0", "no", "n"}
@@ -37,12 +46,20 @@ class LoadedTable:
     version: str  # the raw asset's data version: what the frame was made from
 
 
-def landing_candidates(landing_dir: Path, table: str) -> tuple[Path, Path]:
+def landing_location(location: str | Path) -> Path | UPath:
+    """A landing directory or file named by text: a local path, or a URL in an object
+    store (`s3://bucket/prefix/landing`, its endpoint and credentials from the
+    environment)."""
+    text = str(location)
+    return store_root(text, text) if "://" in text else Path(text)
+
+
+def landing_candidates(landing_dir: Path | UPath, table: str) -> tuple[Path | UPath, Path | UPath]:
     """Where a table's landing file may be."""
     return landing_dir / f"{table}.parquet", landing_dir / f"{table}.csv"
 
 
-def landing_file(landing_dir: Path, table: str) -> Path | None:
+def landing_file(landing_dir: Path | UPath, table: str) -> Path | UPath | None:
     candidates = [p for p in landing_candidates(landing_dir, table) if p.exists()]
     if len(candidates) > 1:
         raise LandingFileError(
@@ -65,16 +82,23 @@ def _parse_booleans(df, table: str):
     return df
 
 
-def read_landing(path: Path, table: str):
+def read_landing(path: Path | UPath, table: str):
     import pandas as pd
 
     if path.stat().st_size == 0:
         raise LandingFileError(f"landing file {path} for table {table!r} is empty (0 bytes)")
-    try:
+
+    def read(source):
         if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
+            return pd.read_parquet(source)
+        return pd.read_csv(source, dtype=str, keep_default_na=True)
+
+    try:
+        if is_remote(path):
+            with path.open("rb") as fh:  # an object in the shared store
+                df = read(fh)
         else:
-            df = pd.read_csv(path, dtype=str, keep_default_na=True)
+            df = read(path)
     except Exception as exc:  # every reader error means the same thing to the user
         kind = "Parquet" if path.suffix == ".parquet" else "CSV"
         raise LandingFileError(
@@ -93,7 +117,7 @@ def read_landing(path: Path, table: str):
 class SourceResource(dg.ConfigurableResource):
     """Landing directory and generator settings for the raw tables."""
 
-    landing_dir: str
+    landing_dir: str  # a local path, or a URL in the shared object store (`landing_dir_for`)
     seed: int
     patients: int
     hcps: int
@@ -103,6 +127,11 @@ class SourceResource(dg.ConfigurableResource):
     # SourceSettings: `landing`, `generator` or `auto`, by default and per table.
     default_policy: str = "auto"
     table_policies: dict[str, str] = {}
+
+    @staticmethod
+    def landing_dir_for(home: str | Path, store_url: str | None) -> str:
+        """`<store>/landing`: under the home, or in the object store of `store_url`."""
+        return str(store_root(home, store_url) / LANDING)
 
     def policy(self, table: str) -> str:
         return self.table_policies.get(table, self.default_policy)
@@ -134,7 +163,7 @@ class SourceResource(dg.ConfigurableResource):
         policy that chose it. Under `landing` with no file: kind `missing` and the paths
         looked for (`load` fails on it; the planner sees a changed source and runs it)."""
         policy = self.policy(table)
-        landing = Path(self.landing_dir)
+        landing = landing_location(self.landing_dir)
         path = landing_file(landing, table)
         if path is not None and policy != "generator":
             return {
@@ -162,7 +191,7 @@ class SourceResource(dg.ConfigurableResource):
                 f"sources.tables.{table} in config/platform.yaml to change it)"
             )
         if source["kind"] == "landing_file":
-            frame = read_landing(Path(source["path"]), table)
+            frame = read_landing(landing_location(source["path"]), table)
         else:
             from e2i_platform.ingest.generator import generate
 

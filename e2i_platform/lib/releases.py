@@ -1,5 +1,11 @@
 """Where releases live and how one is read: the manifest files under
-`$E2I_HOME/releases/`, `releases/CURRENT`, and the check every reader goes through.
+`<store>/releases/`, `releases/CURRENT`, and the check every reader goes through.
+
+`<store>` is the home on this machine's disk or, with `platform.store.url`, the object
+store every machine shares (`lib.store.store_root`; `release_store(settings)`): every
+function here takes that root, a `Path` or a `UPath`, and reads the same layout on
+both. Manifests name model files relative to the home (`lib.home_paths`), not to the
+store.
 
 Shared by every stage that reads the release in service -- training's comparison with
 the champion, promotion, scoring, the ops commands -- so none of them imports the stage
@@ -22,23 +28,40 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from e2i_platform.lib.store import store_root
+
+if TYPE_CHECKING:
+    from upath import UPath
+
+RELEASES = "releases"
 
 
-def releases_dir(home: Path) -> Path:
-    return Path(home) / "releases"
+def release_store(settings) -> Path | UPath:
+    """The root the platform's settings keep releases under: the home on this disk, or
+    the object store `platform.store.url` names (an object with a `home` only, a stand-in
+    for the settings, names the disk)."""
+    store_settings = getattr(getattr(settings, "platform", None), "store", None)
+    return store_root(settings.home, store_settings.url if store_settings else None)
 
 
-def manifest_path(home: Path, release_id: str) -> Path:
-    return releases_dir(home) / release_id / "manifest.json"
+def releases_dir(store: Path | UPath) -> Path | UPath:
+    """`<store>/releases`: `store` is a home (a local path) or a store root (`UPath`)."""
+    return (store if hasattr(store, "fs") else Path(store)) / RELEASES
+
+
+def manifest_path(store: Path | UPath, release_id: str) -> Path | UPath:
+    return releases_dir(store) / release_id / "manifest.json"
 
 
 REPORT = "report"  # the manifest's entry naming its report file and that file's sha256
 REPORT_FILE = "report.html"
 
 
-def report_path(home: Path, release_id: str) -> Path:
+def report_path(store: Path | UPath, release_id: str) -> Path | UPath:
     """The release report (`promotion.release_report`) next to the release's manifest."""
-    return releases_dir(home) / release_id / REPORT_FILE
+    return releases_dir(store) / release_id / REPORT_FILE
 
 
 CONTENT_HASH = "content_sha256"
@@ -71,10 +94,10 @@ def verification(manifest: dict) -> str:
 
 @dataclass(frozen=True)
 class ManifestCheck:
-    """One release directory's manifest as found on disk."""
+    """One release directory's manifest as found in the store."""
 
     release_id: str
-    path: Path
+    path: Path | UPath
     manifest: dict | None  # None when `problem` says why it cannot be used
     problem: str | None  # "is missing", "is not readable JSON (...)", "does not match ..."
 
@@ -85,9 +108,9 @@ class ManifestCheck:
         return verification(self.manifest)
 
 
-def check_manifest(home: Path, release_id: str) -> ManifestCheck:
+def check_manifest(store: Path | UPath, release_id: str) -> ManifestCheck:
     """Read and verify one manifest, without raising: what is wrong with it, if anything."""
-    path = manifest_path(home, release_id)
+    path = manifest_path(store, release_id)
 
     def broken(problem: str) -> ManifestCheck:
         return ManifestCheck(release_id, path, None, problem)
@@ -115,10 +138,10 @@ def check_manifest(home: Path, release_id: str) -> ManifestCheck:
     return ManifestCheck(release_id, path, manifest, None)
 
 
-def read_manifest(home: Path, release_id: str) -> dict:
+def read_manifest(store: Path | UPath, release_id: str) -> dict:
     """The manifest of a release, verified against its content hash (see the module doc);
     `ReleaseIntegrityError` naming the file and what is wrong otherwise."""
-    check = check_manifest(home, release_id)
+    check = check_manifest(store, release_id)
     if check.problem is not None:
         raise ReleaseIntegrityError(
             f"release {release_id}: manifest {check.path} {check.problem}. Restore it from a "
@@ -127,19 +150,19 @@ def read_manifest(home: Path, release_id: str) -> dict:
     return check.manifest
 
 
-def current_pointer(home: Path) -> Path:
-    return releases_dir(home) / "CURRENT"
+def current_pointer(store: Path | UPath) -> Path | UPath:
+    return releases_dir(store) / "CURRENT"
 
 
-def current_release_id(home: Path) -> str | None:
+def current_release_id(store: Path | UPath) -> str | None:
     """The release CURRENT names; None when no release was made yet. An error when CURRENT
     is unreadable or empty, or missing while releases exist (never "no champion")."""
-    pointer = current_pointer(home)
+    pointer = current_pointer(store)
     if not pointer.exists():
-        if existing := release_ids(home):
+        if existing := release_ids(store):
             raise ReleaseIntegrityError(
                 f"releases/CURRENT ({pointer}) is missing, but {len(existing)} release(s) "
-                f"exist under {releases_dir(home)} (newest {existing[-1]}). Recover: "
+                f"exist under {releases_dir(store)} (newest {existing[-1]}). Recover: "
                 f"{REPAIR_COMMAND}"
             )
         return None
@@ -158,15 +181,15 @@ def current_release_id(home: Path) -> str | None:
     return release_id
 
 
-def current_release(home: Path) -> dict | None:
+def current_release(store: Path | UPath) -> dict | None:
     """The manifest CURRENT names, verified; None when no release was made yet."""
-    release_id = current_release_id(home)
+    release_id = current_release_id(store)
     if release_id is None:
         return None
-    check = check_manifest(home, release_id)
+    check = check_manifest(store, release_id)
     if check.problem is not None:
         raise ReleaseIntegrityError(
-            f"releases/CURRENT ({current_pointer(home)}) names release {release_id}, but its "
+            f"releases/CURRENT ({current_pointer(store)}) names release {release_id}, but its "
             f"manifest {check.path} {check.problem}. Nothing scores, compares, promotes or "
             f"rolls back with it. Recover: {REPAIR_COMMAND} -- it lists every release with "
             "its verification status, sets broken manifests aside and points CURRENT at the "
@@ -175,19 +198,19 @@ def current_release(home: Path) -> dict | None:
     return check.manifest
 
 
-def release_ids(home: Path) -> list[str]:
+def release_ids(store: Path | UPath) -> list[str]:
     """Every release directory's id, oldest first (release ids sort by time); directories
     whose name starts with a dot (the set-aside ones) are not releases."""
-    root = releases_dir(home)
+    root = releases_dir(store)
     if not root.exists():
         return []
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def all_releases(home: Path) -> list[dict]:
+def all_releases(store: Path | UPath) -> list[dict]:
     """Every release manifest, oldest first, each verified (`read_manifest`)."""
-    root = releases_dir(home)
+    root = releases_dir(store)
     if not root.exists():
         return []
     ids = sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists())
-    return [read_manifest(home, i) for i in ids]
+    return [read_manifest(store, i) for i in ids]

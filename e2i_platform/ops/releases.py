@@ -1,5 +1,6 @@
-"""The releases on disk, each with its verification status, and the recovery of a
-`releases/CURRENT` that names a missing or corrupt manifest:
+"""The releases (in the home, or in the object store every machine shares), each with
+its verification status, and the recovery of a `releases/CURRENT` that names a missing
+or corrupt manifest:
 
     make releases                        # python -m e2i_platform.ops.releases
     make releases REPAIR="why"           # ... --repair --reason "why" [--to RELEASE_ID]
@@ -47,6 +48,7 @@ def repair_releases(
     e2i_config: ConfigResource,
     mlflow: MlflowResource,
 ) -> dict:
+    from e2i_platform.lib.releases import release_store
     from e2i_platform.ops.rollback import record_on_graph
     from e2i_platform.promotion.repair import repair
 
@@ -54,7 +56,12 @@ def repair_releases(
     mlflow.ensure_reachable()
     try:
         outcome = repair(
-            settings.home, mlflow, config.reason, config.to or None, run_id=context.run_id
+            release_store(settings),
+            mlflow,
+            config.reason,
+            config.to or None,
+            run_id=context.run_id,
+            home=settings.home,
         )
     except RuntimeError as exc:
         raise dg.Failure(f"repair refused: {exc}") from None
@@ -77,8 +84,9 @@ def release_repair_job():
     repair_releases()
 
 
-def listing(home) -> tuple[list[str], bool]:
-    """Lines describing every release and CURRENT; whether everything is intact."""
+def listing(store) -> tuple[list[str], bool]:
+    """Lines describing every release and CURRENT of `store` (a home, or the object store:
+    `lib.releases.release_store`); whether everything is intact."""
     from e2i_platform.lib.releases import (
         REPAIR_COMMAND,
         ReleaseIntegrityError,
@@ -89,10 +97,10 @@ def listing(home) -> tuple[list[str], bool]:
         releases_dir,
     )
 
-    checks = [check_manifest(home, i) for i in release_ids(home)]
-    lines = [f"Releases under {releases_dir(home)} (oldest first):"]
+    checks = [check_manifest(store, i) for i in release_ids(store)]
+    lines = [f"Releases under {releases_dir(store)} (oldest first):"]
     try:
-        current, current_problem = current_release_id(home), None
+        current, current_problem = current_release_id(store), None
     except ReleaseIntegrityError as exc:
         current, current_problem = None, str(exc)
     for c in checks:
@@ -107,7 +115,7 @@ def listing(home) -> tuple[list[str], bool]:
         lines.append("  (none)")
     if current is not None and current_problem is None:
         try:
-            current_release(home)  # the readers' own verdict, in their words
+            current_release(store)  # the readers' own verdict, in their words
         except ReleaseIntegrityError as exc:
             current_problem = str(exc)
     if current is None and current_problem is None:
@@ -138,11 +146,12 @@ def main(argv: list[str]) -> int:
     if not args.repair and (args.reason or args.to):
         parser.error("--reason and --to go with --repair")
 
+    from e2i_platform.lib.releases import release_store
     from e2i_platform.settings import load_settings
 
     settings = load_settings()
     if not args.repair:
-        lines, intact = listing(settings.home)
+        lines, intact = listing(release_store(settings))
         print("\n".join(lines))
         return 0 if intact else 1
 
@@ -173,7 +182,7 @@ def main(argv: list[str]) -> int:
         "dagster_run": result.run_id,
     }
     print(json.dumps(summary, indent=2))
-    print("\n".join(listing(settings.home)[0]))
+    print("\n".join(listing(release_store(settings))[0]))
     return 0
 
 

@@ -33,7 +33,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
     """Publish the rollback (or repair: `ops.releases`) release as champion_model's value
     and log its materialization, versioned like one of the asset's own (code version,
     inputs it stands on)."""
-    from e2i_platform.lib.releases import report_path
+    from e2i_platform.lib.releases import release_store, report_path
     from e2i_platform.lib.versions import DATA_VERSION_TAG, INPUT_VERSION_PREFIX, platform_version
     from e2i_platform.resources.publication import Publications, write_json
 
@@ -76,7 +76,7 @@ def record_on_graph(context: dg.OpExecutionContext, settings, manifest: dict) ->
                 "path": dg.MetadataValue.path(str(pubs.warehouse / published["path"])),
                 "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
                 "report": dg.MetadataValue.path(
-                    str(report_path(settings.home, manifest["release_id"]))
+                    str(report_path(release_store(settings), manifest["release_id"]))
                 ),
             },
         )
@@ -94,13 +94,14 @@ def rollback_champion(
     e2i_config: ConfigResource,
     mlflow: MlflowResource,
 ) -> dict:
-    from e2i_platform.lib.releases import report_path
+    from e2i_platform.lib.releases import release_store, report_path
     from e2i_platform.promotion.release import rollback
 
     settings = e2i_config.settings()
+    store = release_store(settings)
     mlflow.ensure_reachable()
     try:
-        manifest = rollback(settings.home, mlflow, config.reason, run_id=context.run_id)
+        manifest = rollback(store, mlflow, config.reason, run_id=context.run_id, home=settings.home)
     except RuntimeError as exc:
         raise dg.Failure(f"rollback refused: {exc}") from None
     record_on_graph(context, settings, manifest)
@@ -111,9 +112,7 @@ def rollback_champion(
             "rolled_back_release": manifest["rolled_back_release"],
             "restored_manifest": manifest["restored_manifest_verification"],
             "mlflow_alias": dg.MetadataValue.json(manifest["mlflow_alias"]),
-            "report": dg.MetadataValue.path(
-                str(report_path(settings.home, manifest["release_id"]))
-            ),
+            "report": dg.MetadataValue.path(str(report_path(store, manifest["release_id"]))),
         }
     )
     return manifest

@@ -148,11 +148,13 @@ def _ending(settings, stopped_by: list[str]) -> None:
         ReleaseIntegrityError,
         current_release,
         manifest_path,
+        release_store,
         verification,
     )
 
+    store = release_store(settings)
     try:
-        release, broken = current_release(settings.home), None
+        release, broken = current_release(store), None
     except ReleaseIntegrityError as exc:
         release, broken = None, str(exc)
     print()
@@ -165,7 +167,7 @@ def _ending(settings, stopped_by: list[str]) -> None:
         version = model.get("mlflow", {}).get("model_version") or model.get("model_sha256", "")[:12]
         auc = release.get("metrics", {}).get("roc_auc")
         auc_text = f", test ROC-AUC {auc:.4f}" if isinstance(auc, int | float) else ""
-        manifest = manifest_path(settings.home, release["release_id"])
+        manifest = manifest_path(store, release["release_id"])
         print(
             f"Champion: release {release['release_id']} ({release.get('kind', 'promotion')}), "
             f"model version {version}{auc_text}; manifest {manifest} ({verification(release)})"

@@ -25,7 +25,7 @@ def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str 
         if ext == "parquet":
             problem = _parquet_problem(pubs.published_path(name, ext))
         else:
-            problem = _record_problem(name, pubs.published_path(name, ext), home)
+            problem = _record_problem(name, pubs.published_path(name, ext), home, settings)
         return problem
     if name == "feature_registry":
         from e2i_platform.resources.feast import FeastResource
@@ -49,7 +49,7 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-def _record_problem(name: str, path: Path, home: Path) -> str | None:
+def _record_problem(name: str, path: Path, home: Path, settings) -> str | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
@@ -64,9 +64,9 @@ def _record_problem(name: str, path: Path, home: Path) -> str | None:
         if problem := file_mismatch(model_file, record["model_sha256"]):
             return f"its model file {problem}"
     if name == "champion_model":
-        from e2i_platform.lib.releases import check_manifest
+        from e2i_platform.lib.releases import check_manifest, release_store
 
-        check = check_manifest(home, record["release_id"])
+        check = check_manifest(release_store(settings), record["release_id"])
         if check.problem is not None:
             return f"its release manifest {check.path} {check.problem}"
     return None

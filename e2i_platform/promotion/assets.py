@@ -117,11 +117,12 @@ def require_model_file(home, trained: dict) -> None:
         )
 
 
-def require_not_rolled_back(home, trained: dict, config: ChampionConfig) -> dict | None:
-    """A model a rollback removed is promoted again only with an explicit override."""
+def require_not_rolled_back(store, trained: dict, config: ChampionConfig) -> dict | None:
+    """A model a rollback removed is promoted again only with an explicit override
+    (`store`: where the releases are, `lib.releases.release_store`)."""
     from e2i_platform.promotion.release import rollbacks_of
 
-    rollbacks = rollbacks_of(home, trained["model_sha256"])
+    rollbacks = rollbacks_of(store, trained["model_sha256"])
     if not rollbacks:
         return None
     last = rollbacks[-1]
@@ -152,18 +153,20 @@ def champion_model(
 ) -> dg.Output:
     """The model that passed every promotion gate becomes champion: the MLflow alias
     `champion` moves to its registered version and a release manifest is written to
-    `$E2I_HOME/releases/<release_id>/manifest.json` with full provenance (data versions
+    `releases/<release_id>/manifest.json` (in the home, or in the shared object store of
+    `platform.store.url`) with full provenance (data versions
     of every upstream asset, feature views and registry hash, params, metrics, every gate
     result, code version, MLflow run and model version, previous release). Refuses unless
     `model_evaluation` evaluated exactly this model (sha256) against the champion that
     is current now; never re-promotes a rolled-back model without an override. The same
     model already champion makes no new release, and says so."""
+    from e2i_platform.lib.releases import release_store
     from e2i_platform.promotion.release import release_lock
 
     settings = e2i_config.settings()
-    home = settings.home
     mlflow.ensure_reachable()
-    with release_lock(home):  # a rollback cannot slip in between judging and promoting
+    # A rollback cannot slip in between judging and promoting, on any machine.
+    with release_lock(release_store(settings)):
         return _promote_or_keep(context, config, trained_model, model_evaluation, settings, mlflow)
 
 
@@ -173,6 +176,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
         REPORT,
         current_release,
         manifest_path,
+        release_store,
         report_path,
         verification,
     )
@@ -181,8 +185,9 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
     from e2i_platform.promotion.release_report import release_evaluation
     from e2i_platform.training.model_run import model_path, service_spec
 
-    home = settings.home
-    current = current_release(home)
+    home = settings.home  # the model files
+    store = release_store(settings)  # the releases
+    current = current_release(store)
     require_evidence(trained_model, model_evaluation, current)
     require_model_file(home, trained_model)
     if current is not None and current["model"]["model_sha256"] == trained_model["model_sha256"]:
@@ -197,7 +202,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "decision": "unchanged: this model is already the champion",
         }
     else:
-        override = require_not_rolled_back(home, trained_model, config)
+        override = require_not_rolled_back(store, trained_model, config)
         metric_keys = ("roc_auc", "pr_auc", "brier", "precision_at_threshold")
         data_versions, registry_hash = _provenance(context)
         manifest = {
@@ -233,7 +238,7 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             # Curves and regional ROC-AUC of the model and the champion: the release report.
             "evaluation": release_evaluation(model_evaluation),
         }
-        record = {**promote(home, mlflow, manifest), "decision": "promoted"}
+        record = {**promote(store, mlflow, manifest), "decision": "promoted"}
     return dg.Output(
         record,
         data_version=dg.DataVersion(record["release_id"]),
@@ -241,9 +246,9 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "release_id": dg.MetadataValue.text(record["release_id"]),
             "decision": dg.MetadataValue.text(record["decision"]),
             "reused": dg.MetadataValue.bool(record["decision"] != "promoted"),
-            "manifest": dg.MetadataValue.path(str(manifest_path(home, record["release_id"]))),
+            "manifest": dg.MetadataValue.path(str(manifest_path(store, record["release_id"]))),
             # The release report next to it (none for a release made before reports).
-            "report": dg.MetadataValue.path(str(report_path(home, record["release_id"])))
+            "report": dg.MetadataValue.path(str(report_path(store, record["release_id"])))
             if record.get(REPORT)
             else dg.MetadataValue.text("none: release written before release reports"),
             # "verified", or "unverified (written before hashes)" for an old release kept
@@ -296,12 +301,12 @@ def patient_risk_scores(
     the online store through the feature service, as rows of the `ml_predictions`
     contract. Refused while the online store's `freshness` gate does not hold. Patients
     the online store does not hold are scored on missing values and counted."""
-    from e2i_platform.lib.releases import current_release, verification
+    from e2i_platform.lib.releases import current_release, release_store, verification
     from e2i_platform.lib.table_metadata import contract_docs, table_metadata
     from e2i_platform.promotion.scoring import score_current_patients
 
     settings = e2i_config.settings()
-    release = current_release(settings.home)
+    release = current_release(release_store(settings))
     if release is None:
         raise dg.Failure("patient_risk_scores: no current release (releases/CURRENT) to score with")
     if release["release_id"] != champion_model["release_id"]:

@@ -1,10 +1,17 @@
 """Releases: which model is the champion, since when, and on what evidence.
 
-Each release is `$E2I_HOME/releases/<release_id>/manifest.json`, written once and
-never changed; `$E2I_HOME/releases/CURRENT` names the current one and is replaced
+Each release is `<store>/releases/<release_id>/manifest.json`, written once and
+never changed; `<store>/releases/CURRENT` names the current one and is replaced
 atomically, after the manifest exists. The MLflow alias `champion` follows
 CURRENT. A rollback is itself a release (kind "rollback") that points the alias
 and CURRENT back at the model of the release before the current one.
+
+`<store>` is the home on this machine's disk or the object store every machine shares
+(`lib.releases.release_store`). Every file is written whole (`lib.store.atomic_write`:
+on an object store one PUT), and releases and CURRENT have one writer at a time
+(`release_lock`: a lock file on disk, a PostgreSQL advisory lock for an object store,
+so two machines cannot release at once). Model files stay in the home, named relative
+to it (`lib.home_paths`): a rollback takes the store and the home.
 
 Reading and verifying releases is `lib.releases`; this module writes them.
 """
@@ -13,11 +20,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from e2i_platform.lib import store as stores
 from e2i_platform.lib.releases import (
     CONTENT_HASH,
     REPORT,
@@ -29,7 +36,10 @@ from e2i_platform.lib.releases import (
     releases_dir,
     verification,
 )
-from e2i_platform.resources.publication import atomic_write, atomic_write_json, file_lock
+from e2i_platform.resources.publication import atomic_write, atomic_write_json
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 CHAMPION_ALIAS = "champion"
 
@@ -44,9 +54,9 @@ def rollbacks_by_model(releases: dict[str, dict]) -> dict[str, list[dict]]:
     return out
 
 
-def rollbacks_of(home: Path, model_sha256: str) -> list[dict]:
+def rollbacks_of(store: Path | UPath, model_sha256: str) -> list[dict]:
     """The rollbacks that took this model out of service, oldest first."""
-    releases = {r["release_id"]: r for r in all_releases(home)}
+    releases = {r["release_id"]: r for r in all_releases(store)}
     return rollbacks_by_model(releases).get(model_sha256, [])
 
 
@@ -54,13 +64,26 @@ def new_release_id(kind: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{kind}"
 
 
-def publish(home: Path, manifest: dict) -> Path:
+def home_of(store: Path | UPath, home: Path | str | None) -> Path:
+    """The home whose model files the releases in `store` name: `home`, or the store
+    itself when it is a home on this disk."""
+    if home is not None:
+        return Path(home)
+    if stores.is_remote(store):
+        raise ValueError(
+            f"the releases are in the object store {store}: name the home whose model files "
+            "they name (home=...)"
+        )
+    return Path(store)
+
+
+def publish(store: Path | UPath, manifest: dict) -> Path | UPath:
     """Write the release report and the manifest with its content hash (new directory,
     atomic files), then move CURRENT to it. `manifest` gains its `content_sha256` and its
     `report` (file name and sha256)."""
     from e2i_platform.promotion.release_report import release_report
 
-    root = releases_dir(home)
+    root = releases_dir(store)
     directory = root / manifest["release_id"]
     # The content as readers will see it (JSON types), hashed; then written atomically.
     content = json.loads(
@@ -73,38 +96,43 @@ def publish(home: Path, manifest: dict) -> Path:
     # is published (CURRENT unchanged; at worst a directory without manifest, which
     # readers treat as broken, never as a release). The manifest records the report's
     # sha256, so its content hash covers the report too.
-    report = release_report(home, content).encode()
+    report = release_report(store, content).encode()
     content[REPORT] = {"file": REPORT_FILE, "sha256": hashlib.sha256(report).hexdigest()}
     manifest[REPORT] = content[REPORT]
     manifest[CONTENT_HASH] = manifest_sha256(content)
-    directory.mkdir(parents=True, exist_ok=False)
+    if stores.is_remote(directory):
+        # No directories in an object store: a release id already used has objects.
+        if directory.exists():
+            raise FileExistsError(f"release directory {directory} already exists")
+    else:
+        directory.mkdir(parents=True, exist_ok=False)
     path = directory / "manifest.json"
     atomic_write(directory / REPORT_FILE, lambda p: p.write_bytes(report))
     atomic_write_json({**content, CONTENT_HASH: manifest[CONTENT_HASH]}, path)
-    fd, tmp = tempfile.mkstemp(prefix=".CURRENT.", dir=root)
-    with os.fdopen(fd, "w") as f:
-        f.write(manifest["release_id"] + "\n")
-    os.replace(tmp, root / "CURRENT")
+    release_id = manifest["release_id"]
+    atomic_write(root / "CURRENT", lambda p: p.write_text(release_id + "\n"))
     return path
 
 
-def release_lock(home: Path):
-    """One writer of releases and CURRENT at a time (promotion, rollback)."""
-    return file_lock(releases_dir(home) / ".lock")
+def release_lock(store: Path | UPath, timeout: float = stores.LOCK_TIMEOUT_S):
+    """One writer of releases and CURRENT at a time (promotion, rollback, repair): on
+    every machine that shares the store (`lib.store.lock`); waiting longer than
+    `timeout` seconds raises `lib.store.LockTimeout` naming the lock."""
+    return stores.lock(releases_dir(store) / ".lock", timeout)
 
 
-def rollback_target(home: Path, current: dict) -> dict:
+def rollback_target(store: Path | UPath, current: dict) -> dict:
     """The release to restore: walking back through the releases that were in service
     before the current one, the first whose model is another one and was never rolled
     back (a rollback of a rollback goes further back, never forward again)."""
-    releases = {r["release_id"]: r for r in all_releases(home)}
+    releases = {r["release_id"]: r for r in all_releases(store)}
     rolled_back = rollbacks_by_model(releases)
     current_model = current["model"]["model_sha256"]
     seen = {current["release_id"]}
     candidate = current.get("previous_release")
     while candidate and candidate not in seen:
         seen.add(candidate)
-        release = releases.get(candidate) or read_manifest(home, candidate)
+        release = releases.get(candidate) or read_manifest(store, candidate)
         model = release["model"]["model_sha256"]
         if model != current_model and model not in rolled_back:
             return release
@@ -115,12 +143,22 @@ def rollback_target(home: Path, current: dict) -> dict:
     )
 
 
-def rollback(home: Path, mlflow, reason: str, run_id: str | None = None) -> dict:
+def rollback(
+    store: Path | UPath,
+    mlflow,
+    reason: str,
+    run_id: str | None = None,
+    *,
+    home: Path | str | None = None,
+) -> dict:
     """Make the model of the last release before the current one champion again (one
-    that was never rolled back); under the releases lock. `run_id`: the Dagster run that
-    asked for it (recorded in the manifest and its report)."""
-    with release_lock(home):
-        return _rollback(home, mlflow, reason, run_id)
+    that was never rolled back); under the releases lock. `store`: where the releases
+    are (`lib.releases.release_store`); `home`: whose model files they name (by default
+    the store, when it is a home on this disk). `run_id`: the Dagster run that asked for
+    it (recorded in the manifest and its report)."""
+    home = home_of(store, home)
+    with release_lock(store):
+        return _rollback(store, home, mlflow, reason, run_id)
 
 
 def requested_by(run_id: str | None) -> dict:
@@ -134,14 +172,16 @@ def requested_by(run_id: str | None) -> dict:
     return {"dagster_run_id": run_id, "os_user": user}
 
 
-def _rollback(home: Path, mlflow, reason: str, run_id: str | None = None) -> dict:
+def _rollback(
+    store: Path | UPath, home: Path, mlflow, reason: str, run_id: str | None = None
+) -> dict:
     from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.model_run import model_path
 
-    current = current_release(home)
+    current = current_release(store)
     if current is None:
-        raise RuntimeError(f"rollback: no current release under {releases_dir(home)}")
-    target = rollback_target(home, current)
+        raise RuntimeError(f"rollback: no current release under {releases_dir(store)}")
+    target = rollback_target(store, current)
     previous_id = target["release_id"]
     try:
         model_file = model_path(home, target["model"], f"release {previous_id}")
@@ -173,7 +213,7 @@ def _rollback(home: Path, mlflow, reason: str, run_id: str | None = None) -> dic
         "code_version": target["code_version"],
         "mlflow_alias": alias,
     }
-    publish_moved(home, mlflow, manifest)
+    publish_moved(store, mlflow, manifest)
     return manifest
 
 
@@ -218,13 +258,13 @@ def move_alias(
     }
 
 
-def publish_moved(home: Path, mlflow, manifest: dict) -> None:
+def publish_moved(store: Path | UPath, mlflow, manifest: dict) -> None:
     """`publish` a release whose `move_alias` already ran: if publishing fails (the report,
     the disk), the aliases go back where they were, so the registry never names a
     champion that releases/CURRENT does not; the error is raised either way, and names
     both states when putting the aliases back failed too."""
     try:
-        publish(home, manifest)
+        publish(store, manifest)
     except Exception as exc:
         alias = manifest.get("mlflow_alias") or {}
         if not alias.get("moved"):
@@ -243,12 +283,12 @@ def publish_moved(home: Path, mlflow, manifest: dict) -> None:
         raise
 
 
-def promote(home: Path, mlflow, manifest: dict) -> dict:
+def promote(store: Path | UPath, mlflow, manifest: dict) -> dict:
     """Move the alias to the manifest's model, then publish the manifest (the alias goes
     back if publishing fails: `publish_moved`)."""
     version = manifest["model"].get("mlflow", {}).get("model_version")
     manifest["mlflow_alias"] = move_alias(
         mlflow, version, manifest["release_id"], manifest.get("dagster_run_id"), manifest["gates"]
     )
-    publish_moved(home, mlflow, manifest)
+    publish_moved(store, mlflow, manifest)
     return manifest

@@ -17,9 +17,13 @@ from __future__ import annotations
 
 from html import escape
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2i_platform.promotion import release_figures as figures
 from e2i_platform.promotion import release_report_sections as sections
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 24px;
@@ -62,7 +66,7 @@ def release_evaluation(model_evaluation: dict) -> dict:
     }
 
 
-def related_manifests(home: Path, manifest: dict) -> dict[str, dict | str]:
+def related_manifests(store: Path | UPath, manifest: dict) -> dict[str, dict | str]:
     """The manifests this release names (previous, restored, rolled back), verified, each
     by release id; a manifest that cannot be used maps to why (never an exception: the
     report says what it could not read)."""
@@ -72,7 +76,7 @@ def related_manifests(home: Path, manifest: dict) -> dict[str, dict | str]:
     for key in ("previous_release", "restores_release", "rolled_back_release"):
         release_id = manifest.get(key)
         if release_id and release_id not in out:
-            check = check_manifest(home, release_id)
+            check = check_manifest(store, release_id)
             out[release_id] = check.manifest if check.problem is None else check.status
     return out
 
@@ -139,6 +143,7 @@ def _section(name: str, make) -> str:
         )
 
 
-def release_report(home: Path, manifest: dict) -> str:
-    """The report of `manifest`, reading the manifests it names from `home`."""
-    return render_release_report(manifest, related_manifests(home, manifest))
+def release_report(store: Path | UPath, manifest: dict) -> str:
+    """The report of `manifest`, reading the manifests it names from the releases of
+    `store` (a home, or the object store: `lib.releases.release_store`)."""
+    return render_release_report(manifest, related_manifests(store, manifest))

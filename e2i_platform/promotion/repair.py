@@ -1,13 +1,20 @@
 """Repairing releases: recovery from a `releases/CURRENT` that names a missing or broken
 manifest (`make releases REPAIR="why"`). Broken releases are set aside with a note; the
 newest intact release's model becomes champion again through a release of kind
-"repair", published and aliased as a rollback is (`promotion.release`)."""
+"repair", published and aliased as a rollback is (`promotion.release`).
+
+The releases are in the home or in the object store every machine shares
+(`lib.releases.release_store`); the repair runs under the releases lock either way
+(across machines for an object store). Setting a release aside moves its directory:
+a rename on disk, a copy of every object of its prefix then their deletion in an
+object store (the copy is under `.set_aside/`, which no reader takes for a release)."""
 
 from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2i_platform.lib.releases import (
     ManifestCheck,
@@ -19,7 +26,9 @@ from e2i_platform.lib.releases import (
     releases_dir,
     verification,
 )
+from e2i_platform.lib.store import is_remote
 from e2i_platform.promotion.release import (
+    home_of,
     move_alias,
     new_release_id,
     publish_moved,
@@ -29,11 +38,20 @@ from e2i_platform.promotion.release import (
 )
 from e2i_platform.resources.publication import atomic_write_json
 
+if TYPE_CHECKING:
+    from upath import UPath
+
 SET_ASIDE = ".set_aside"
 
 
 def repair(
-    home: Path, mlflow, reason: str, to: str | None = None, run_id: str | None = None
+    store: Path | UPath,
+    mlflow,
+    reason: str,
+    to: str | None = None,
+    run_id: str | None = None,
+    *,
+    home: Path | str | None = None,
 ) -> dict:
     """Recover from broken manifests, under the releases lock: every release whose manifest
     is broken (missing, not JSON, failing its hash) is moved to `releases/.set_aside/`
@@ -41,9 +59,12 @@ def repair(
     -- a new release of kind "repair" makes the model of the newest intact release
     champion again (or of release `to`), as a rollback does. Returns what was done:
     `release` (the repair manifest, or None when CURRENT was intact), `set_aside`,
-    `current_was` and its `problem`."""
-    with release_lock(home):
-        return _repair(home, mlflow, reason, to, run_id)
+    `current_was` and its `problem`. `store`: where the releases are
+    (`lib.releases.release_store`); `home`: whose model files they name (by default the
+    store, when it is a home on this disk)."""
+    home = home_of(store, home)
+    with release_lock(store):
+        return _repair(store, home, mlflow, reason, to, run_id)
 
 
 def repair_candidates(home: Path, checks: list[ManifestCheck]) -> list[ManifestCheck]:
@@ -68,20 +89,27 @@ def repair_candidates(home: Path, checks: list[ManifestCheck]) -> list[ManifestC
     return out
 
 
-def _repair(home: Path, mlflow, reason: str, to: str | None, run_id: str | None = None) -> dict:
+def _repair(
+    store: Path | UPath,
+    home: Path,
+    mlflow,
+    reason: str,
+    to: str | None,
+    run_id: str | None = None,
+) -> dict:
     from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.model_run import model_path
 
-    root = releases_dir(home)
-    checks = [check_manifest(home, i) for i in release_ids(home)]
+    root = releases_dir(store)
+    checks = [check_manifest(store, i) for i in release_ids(store)]
     broken = [c for c in checks if c.problem is not None]
     try:
-        current_id, current_problem = current_release_id(home), None
+        current_id, current_problem = current_release_id(store), None
     except ReleaseIntegrityError as exc:
         current_id, current_problem = None, str(exc)
     if current_id is not None:
         current_check = next((c for c in checks if c.release_id == current_id), None)
-        current_check = current_check or check_manifest(home, current_id)
+        current_check = current_check or check_manifest(store, current_id)
         current_problem = current_check.problem and f"manifest {current_check.path} " + (
             current_check.problem
         )
@@ -101,7 +129,7 @@ def _repair(home: Path, mlflow, reason: str, to: str | None, run_id: str | None 
     }
     if current_problem is None and to is not None:
         raise ReleaseIntegrityError(
-            f"repair: releases/CURRENT ({current_pointer(home)}) names release {current_id}, "
+            f"repair: releases/CURRENT ({current_pointer(store)}) names release {current_id}, "
             "which is intact; to restore an earlier model use `make rollback REASON=...`; "
             "nothing was changed"
         )
@@ -148,19 +176,22 @@ def _repair(home: Path, mlflow, reason: str, to: str | None, run_id: str | None 
             "code_version": target["code_version"],
             "mlflow_alias": move_alias(mlflow, version, release_id, run_id),
         }
-        publish_moved(home, mlflow, manifest)
+        publish_moved(store, mlflow, manifest)
         outcome["release"] = manifest
     for entry, check in zip(outcome["set_aside"], broken, strict=True):
         _set_aside(root, check, entry, reason, outcome["release"])
     return outcome
 
 
-def _set_aside(root: Path, check: ManifestCheck, entry: dict, reason: str, release) -> None:
+def _set_aside(root: Path | UPath, check: ManifestCheck, entry: dict, reason: str, release) -> None:
     """Move a broken release's directory out of the releases (kept for inspection), with a
     note of why, when, and which repair release replaced it."""
     destination = root / entry["moved_to"]
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(root / check.release_id, destination)
+    if is_remote(root):
+        _move_prefix(root / check.release_id, destination)
+    else:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(root / check.release_id, destination)
     note = {
         **entry,
         "manifest": str(check.path),
@@ -169,3 +200,15 @@ def _set_aside(root: Path, check: ManifestCheck, entry: dict, reason: str, relea
         "repair_release": release["release_id"] if release else None,
     }
     atomic_write_json(note, destination / "set_aside.json")
+
+
+def _move_prefix(source: UPath, destination: UPath) -> None:
+    """Every object under `source/` copied (server side) to the same key under
+    `destination/`, then deleted: an object store's move of a directory. Copies first,
+    so a failure half way leaves every object at least where it was."""
+    fs, prefix = source.fs, source.path.rstrip("/") + "/"
+    keys = fs.find(prefix)
+    for key in keys:
+        fs.copy(key, f"{destination.path.rstrip('/')}/{key[len(prefix) :]}")
+    for key in keys:
+        fs.rm_file(key)

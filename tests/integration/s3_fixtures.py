@@ -47,4 +47,9 @@ def object_store(
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("E2I_LOCK_DB_URL", postgres_database)
+    # fsspec keeps one S3FileSystem per constructor arguments for the process, holding the
+    # endpoint it was made with: a module after another (another moto server) needs its own.
+    from s3fs import S3FileSystem
+
+    S3FileSystem.clear_instance_cache()
     return ObjectStore(s3_endpoint, bucket, f"s3://{bucket}/prefix", postgres_database)
