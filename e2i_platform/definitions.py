@@ -140,6 +140,7 @@ def build_definitions(settings: Settings):
                 # An EnvVar keeps a password in REDIS_URL out of the UI and run config.
                 redis_url=dg.EnvVar("REDIS_URL") if settings.online_store == "redis" else None,
                 **FeastResource.registry_fields(settings),
+                store_url=store_url,
             ),
             "source": SourceResource(
                 landing_dir=SourceResource.landing_dir_for(settings.home, store_url),

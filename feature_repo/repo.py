@@ -19,7 +19,12 @@ import os
 import sys
 from pathlib import Path
 
-from e2i_platform.features.repo_objects import applied_intervals, build_objects, repoint_registry
+from e2i_platform.features.repo_objects import (
+    applied_intervals,
+    build_objects,
+    repo_offline_dir,
+    repoint_registry,
+)
 
 _home = Path(os.environ.get("E2I_HOME") or Path(__file__).resolve().parent.parent / ".e2i")
 # A registry restored from another home names that home's online tables: `feast apply`
@@ -30,5 +35,6 @@ if _moved := repoint_registry(_home):
         f"home's ({_home / 'feast'})",
         file=sys.stderr,
     )
-_objects = build_objects(_home.resolve() / "warehouse", intervals=applied_intervals(_home))
+# The warehouse the feature_registry asset names: the home's, or the shared store's.
+_objects = build_objects(repo_offline_dir(_home), intervals=applied_intervals(_home))
 globals().update({obj.name: obj for obj in _objects})

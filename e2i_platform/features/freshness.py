@@ -1,7 +1,8 @@
 """Feature freshness measured on three clocks, per view.
 
 - registry coverage: the end of the latest materialized window (registry refreshed);
-- source freshness: the newest event time in the offline Parquet;
+- source freshness: the newest event time in the offline Parquet (under the home, or in
+  the object store every machine reads: `FeastResource.offline_dir`);
 - serving freshness: event times actually stored online, on a sample of entities
   from the newest offline snapshot (p50 and max age, missing count).
 
@@ -18,6 +19,7 @@ from datetime import datetime
 import pandas as pd
 
 from e2i_platform.features.materialize import online_timestamps
+from e2i_platform.features.offline import as_location, read_offline_table
 from e2i_platform.features.specs import EVENT_TIMESTAMP, VIEWS
 
 HOUR = pd.Timedelta(hours=1)
@@ -79,14 +81,15 @@ def _status(age_hours: float, warning: float, max_age: float) -> str:
 
 
 def newest_snapshot(path, view: str) -> pd.DataFrame:
-    """Keys and event time of the newest offline snapshot only.
+    """Keys and event time of the newest offline snapshot only (a file on disk or in an
+    object store).
 
     Reads the timestamp column first and then just the newest snapshot's rows, so the
     cost does not grow with the weeks of history kept offline."""
-    times = pd.read_parquet(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
+    times = read_offline_table(path, columns=[EVENT_TIMESTAMP])[EVENT_TIMESTAMP]
     if times.empty:
         return pd.DataFrame(columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP])
-    return pd.read_parquet(
+    return read_offline_table(
         path,
         columns=[*VIEWS[view].join_keys, EVENT_TIMESTAMP],
         filters=[(EVENT_TIMESTAMP, "==", times.max())],
@@ -105,7 +108,7 @@ def sample_entities(newest: pd.DataFrame, view: str, size: int) -> pd.DataFrame:
 def missing_online(store, offline_dir, view: str, sample_size: int) -> tuple[int, int]:
     """(sampled, missing): how many entities of a sample of the newest offline snapshot
     the online store does not hold. Raises when the store cannot be read."""
-    path = offline_dir / f"{view}.parquet"
+    path = as_location(offline_dir) / f"{view}.parquet"
     if not path.exists():
         return 0, 0
     sample = sample_entities(newest_snapshot(path, view), view, sample_size)
@@ -129,7 +132,7 @@ def view_freshness(
     limits = {"max_age_hours": max_age_hours, "warning_hours": warning_hours}
     measured: dict = {}
 
-    path = offline_dir / f"{view}.parquet"
+    path = as_location(offline_dir) / f"{view}.parquet"
     offline = newest_snapshot(path, view) if path.exists() else None
     if offline is not None and len(offline):
         newest = offline[EVENT_TIMESTAMP].max()

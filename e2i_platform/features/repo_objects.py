@@ -20,9 +20,20 @@ from e2i_platform.features.specs import (
 )
 
 
-def build_objects(offline_dir: str | Path, intervals: dict[str, list] | None = None) -> list:
-    """The repository's objects; `intervals` (view name -> materialization intervals)
-    are set on the views, as the Feast CLI's plan needs (see feature_repo/repo.py)."""
+def source_path(offline_dir, view: str) -> str:
+    """A view's offline table in `offline_dir`: a path on disk, or the URL of the object
+    store's published table (`s3://bucket/prefix/warehouse/<view>.parquet`), which Feast's
+    DuckDB store reads through fsspec (`features.offline`)."""
+    if hasattr(offline_dir, "fs") or "://" in str(offline_dir):
+        return f"{str(offline_dir).rstrip('/')}/{view}.parquet"
+    return str(Path(offline_dir) / f"{view}.parquet")
+
+
+def build_objects(offline_dir, intervals: dict[str, list] | None = None) -> list:
+    """The repository's objects, their sources in `offline_dir` (a local path, or the
+    object store's warehouse: `FeastResource.offline_dir`); `intervals` (view name ->
+    materialization intervals) are set on the views, as the Feast CLI's plan needs (see
+    feature_repo/repo.py)."""
     from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
     from feast.types import Float64, Int64, String
 
@@ -40,7 +51,7 @@ def build_objects(offline_dir: str | Path, intervals: dict[str, list] | None = N
     for name, spec in VIEWS.items():
         source = FileSource(
             name=f"{name}_source",
-            path=str(Path(offline_dir) / f"{name}.parquet"),
+            path=source_path(offline_dir, name),
             timestamp_field=EVENT_TIMESTAMP,
             created_timestamp_column=CREATED_TIMESTAMP,
         )
@@ -77,6 +88,17 @@ def applied_intervals(home: Path) -> dict[str, list]:
         return {}
     store = resource.store()
     return {v.name: list(v.materialization_intervals) for v in store.list_feature_views()}
+
+
+def repo_offline_dir(home: Path):
+    """The offline directory the Feast CLI's repository names for `home`: its
+    `warehouse/`, or with an object store (`platform.store.url` of the settings in force)
+    the store's, as the `feature_registry` asset applies it."""
+    from e2i_platform.resources.feast import FeastResource
+    from e2i_platform.settings import load_settings
+
+    resource = FeastResource.for_settings(load_settings()).model_copy(update={"home": str(home)})
+    return resource.offline_dir if resource.remote_offline else home.resolve() / "warehouse"
 
 
 def repoint_registry(home: Path) -> list[str]:

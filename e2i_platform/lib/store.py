@@ -58,7 +58,12 @@ def store_root(home: str | Path, url: str | None) -> Path | UPath:
     from upath import UPath
 
     # No listings cache: another machine may have written since this process listed.
-    return UPath(url.rstrip("/"), use_listings_cache=False)
+    # The endpoint is passed, not left to botocore: fsspec caches a filesystem per
+    # argument set, and one built for an earlier endpoint must not be reused.
+    options = {"use_listings_cache": False}
+    if endpoint := os.environ.get("AWS_ENDPOINT_URL"):
+        options["endpoint_url"] = endpoint
+    return UPath(url.rstrip("/"), **options)
 
 
 def is_remote(path: Path | UPath) -> bool:

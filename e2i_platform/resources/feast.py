@@ -7,6 +7,13 @@ string derived from REDIS_URL. `cli_config` writes the same configuration for th
 Feast CLI (`make feast`), the Redis connection left as `${E2I_FEAST_REDIS}` for
 Feast to read from the environment, so no secret is written. Feast is imported lazily.
 
+The offline data are the warehouse's published Parquet tables: `<home>/warehouse`, or
+with `store_url` (`platform.store.url`, e.g. `s3://bucket/prefix`) the object store's
+`<store_url>/warehouse` every machine reads (`offline_dir`); Feast's sources name those
+files, and DuckDB reads an object store through fsspec (`features.offline`). Its endpoint
+and credentials stay in the environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY); nothing here writes them anywhere.
+
 The registry is a file under the home (`registry: file`) or Feast's SQL registry in
 the database of E2I_FEAST_REGISTRY_URL (`registry: sql`), which every machine running
 a step shares; Feast keys its rows by project, so projects in one database stay
@@ -18,9 +25,13 @@ and metadata names only the host, port and database.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 import dagster as dg
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 REPO_PATH = Path(__file__).resolve().parents[2] / "feature_repo"
 
@@ -73,6 +84,9 @@ class FeastResource(dg.ConfigurableResource):
     # postgresql+psycopg2://user:password@host:5432/db; never written anywhere.
     registry_url: str | None = None
     repo_path: str = str(REPO_PATH)
+    # s3://bucket/prefix (settings: platform.store.url): the offline tables are the
+    # published warehouse there, not under `home`.
+    store_url: str | None = None
 
     @classmethod
     def for_settings(cls, settings) -> FeastResource:
@@ -87,6 +101,7 @@ class FeastResource(dg.ConfigurableResource):
             redis_url=os.environ.get("REDIS_URL"),
             registry=settings.platform.feature_store.registry,
             registry_url=os.environ.get(REGISTRY_URL_VARIABLE),
+            store_url=settings.platform.store.url,
         )
 
     @staticmethod
@@ -99,12 +114,29 @@ class FeastResource(dg.ConfigurableResource):
         return {"registry": kind, "registry_url": url}
 
     @property
-    def offline_dir(self) -> Path:
-        return Path(self.home) / "warehouse"
+    def offline_dir(self) -> Path | UPath:
+        """The published warehouse Feast's sources read: `<home>/warehouse`, or
+        `<store_url>/warehouse` in the object store (a `UPath`)."""
+        from e2i_platform.lib.store import store_root
+
+        return store_root(self.home, self.store_url) / "warehouse"
+
+    @property
+    def remote_offline(self) -> bool:
+        """Whether the offline tables are in an object store."""
+        return bool(self.store_url)
 
     @property
     def spill_dir(self) -> Path:
-        """Where DuckDB spills a join that outgrows its memory limit."""
+        """Where DuckDB spills a join that outgrows its memory limit: scratch, never
+        durable state. Under the home on a local store; with an object store, where a
+        worker may keep nothing under its home, this machine's temporary directory
+        (DuckDB names its spill files per process and removes its own)."""
+        if self.remote_offline:
+            import os
+            import tempfile
+
+            return Path(tempfile.gettempdir()) / f"e2i-duckdb-spill-{os.getuid()}"
         return Path(self.home) / "feast" / "duckdb_spill"
 
     @property
@@ -209,13 +241,20 @@ class FeastResource(dg.ConfigurableResource):
 
     def store(self):
         """A FeatureStore on this resource's configuration. It carries the home as
-        `e2i_home`: with the SQL registry nothing in Feast's configuration names it, and
-        `features.registry_paths` needs it."""
+        `e2i_home` and the offline directory as `e2i_offline_dir`: with the SQL registry
+        nothing in Feast's configuration names them, and `features.registry_paths` needs
+        them. `<home>/feast/` is created only for what lives there (the registry file, the
+        SQLite online store): with the SQL registry, Redis and an object store, nothing is
+        written under the home."""
         from feast import FeatureStore
 
-        Path(self.home, "feast").mkdir(parents=True, exist_ok=True)
+        if not self.sql_registry or self.online_store != "redis":
+            Path(self.home, "feast").mkdir(parents=True, exist_ok=True)
         store = FeatureStore(repo_path=self.repo_path, config=self.repo_config())
         store.e2i_home = Path(self.home).resolve()
+        store.e2i_offline_dir = (
+            self.offline_dir if self.remote_offline else store.e2i_home / "warehouse"
+        )
         return store
 
     def has_registry(self) -> bool:
@@ -294,6 +333,7 @@ class FeastResource(dg.ConfigurableResource):
             "project": self.project,
             "online_store": self.online_store,
             "registry": str(Path(self.home) / "feast" / "registry.db"),
+            "offline": str(self.offline_dir),
         }
         if self.registry == "sql":
             where["registry"] = (

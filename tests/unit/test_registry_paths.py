@@ -6,6 +6,7 @@ reads or drops the original's. A source outside any home's layout is refused by 
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -115,3 +116,66 @@ def test_a_source_outside_any_homes_layout_is_refused_by_name(copied, tmp_path):
     store.apply([o for o in build_objects(elsewhere) if o.name in {"patient", VIEW}])
     with pytest.raises(ValueError, match=rf"{VIEW}: the Feast registry's offline source .*"):
         offline_source(store, VIEW)
+
+
+STORE = "s3://e2i-bucket/prefix"
+
+
+def test_with_an_object_store_the_expected_source_is_the_stores_table(tmp_path):
+    """The registry names the object store's published table; a registry applied on a
+    home (or another store) before is read from this store, never from there; a source
+    outside the layout is refused by name. Nothing is read from the store to decide."""
+    from e2i_platform.features.registry_paths import offline_source
+    from e2i_platform.features.repo_objects import build_objects
+    from e2i_platform.resources.feast import FeastResource
+
+    home = tmp_path / "home"
+    feast = FeastResource(
+        home=str(home), project="store_paths_test", online_store="sqlite", store_url=STORE
+    )
+    assert str(feast.offline_dir) == f"{STORE}/warehouse"
+    assert not str(feast.spill_dir).startswith(str(home))  # scratch: not under the home
+    store = feast.store()
+    expected = f"{STORE}/warehouse/{VIEW}.parquet"
+
+    def applied(offline_dir) -> str:
+        store.apply([o for o in build_objects(offline_dir) if o.name in {"patient", VIEW}])
+        return store.get_feature_view(VIEW).batch_source.path
+
+    assert applied(feast.offline_dir) == expected
+    assert offline_source(store, VIEW).path == expected
+    # Applied on a home before the warehouse moved, or on another store: this store's.
+    for elsewhere in (home / "warehouse", "s3://another-bucket/other/warehouse"):
+        assert applied(elsewhere) != expected
+        assert offline_source(store, VIEW).path == expected
+    # Outside any home's or store's layout: refused, naming both.
+    for outside in (tmp_path / "elsewhere", "s3://another-bucket/elsewhere"):
+        recorded = applied(outside)
+        with pytest.raises(
+            ValueError, match=rf"{VIEW}: .*{re.escape(recorded)}.* not .*{re.escape(expected)}"
+        ):
+            offline_source(store, VIEW)
+
+
+def test_a_local_store_keeps_its_paths(tmp_path):
+    from e2i_platform.features.offline import object_store_protocol
+    from e2i_platform.features.repo_objects import source_path
+    from e2i_platform.resources.feast import FeastResource
+
+    feast = FeastResource(home=str(tmp_path), project="p", online_store="sqlite")
+    assert feast.offline_dir == tmp_path / "warehouse"
+    assert feast.spill_dir == tmp_path / "feast" / "duckdb_spill"
+    assert source_path(feast.offline_dir, VIEW) == str(tmp_path / "warehouse" / f"{VIEW}.parquet")
+    assert source_path(f"{STORE}/warehouse/", VIEW) == f"{STORE}/warehouse/{VIEW}.parquet"
+    assert object_store_protocol(tmp_path) is None
+    assert object_store_protocol(f"{STORE}/warehouse") == "s3"
+
+
+def test_the_cli_repository_names_the_tables_the_asset_applies(e2i_home, monkeypatch):
+    """feature_repo/repo.py's sources (`repo_offline_dir`): the home's warehouse, or with
+    an object store the store's, as `feature_registry` applies them."""
+    from e2i_platform.features.repo_objects import repo_offline_dir
+
+    assert repo_offline_dir(e2i_home) == e2i_home.resolve() / "warehouse"
+    monkeypatch.setenv("E2I_STORE_URL", STORE)
+    assert str(repo_offline_dir(e2i_home)) == f"{STORE}/warehouse"
