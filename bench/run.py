@@ -12,7 +12,9 @@
 4. `make run` and HPO (bench/make_run.py, bench/hpo.py): cold `make run` at the default
    size and an unchanged re-run as a share of it; warm vs cold HPO start; MLflow
    logging as a share of a search on the cold run's real training set; the gates'
-   guard per gated step against that step's own time in the cold run (bench/guard.py).
+   guard per gated step against that step's own time in the cold run (bench/guard.py);
+   parallel HPO, the same trial budget in 1 vs 2 trial slots, through Dagster and
+   without it (bench/hpo_workers.py).
 5. Scale (bench/scale.py): cold `make run` at 5k, 20k, 50k and 100k patients, wall,
    cost per 1,000 patients, largest process's peak RSS and every step's own cost; the
    point-in-time join at 20k against the Dask join it replaced.
@@ -325,6 +327,7 @@ def main() -> int:
     if "hpo" in groups:
         from guard import bench_guard
         from hpo import bench_hpo
+        from hpo_workers import bench_hpo_workers
         from make_run import bench_make_run
 
         # The guard and HPO figures need a make run's instance and training set: the cold
@@ -333,6 +336,7 @@ def main() -> int:
             rows += bench_make_run(Path(home))
             rows += bench_guard(Path(home))
             rows += bench_hpo(args.seeds, Path(home))
+            rows += bench_hpo_workers(Path(home))
     if "alerts" in groups:
         from alerts import bench_alerts
 

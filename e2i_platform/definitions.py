@@ -43,6 +43,15 @@ def mlflow_resource(settings: Settings):
     )
 
 
+def shared_io_manager(store_url: str | None) -> dict:
+    """With a shared store, Dagster's default IO manager (the small values ops hand each
+    other, e.g. hpo_study's plan for its trial slots) keeps them there too: under
+    DAGSTER_HOME/storage, the launching machine's disk, no other worker could read them."""
+    if not store_url:
+        return {}
+    return {"io_manager": dg.FilesystemIOManager(base_dir=f"{store_url.rstrip('/')}/dagster/io")}
+
+
 def build_definitions(settings: Settings):
     """The code location."""
     from e2i_platform.features.assets import feature_assets
@@ -128,6 +137,7 @@ def build_definitions(settings: Settings):
             alert_sensor(settings.alerts.sensor_interval_seconds),
         ],
         resources={
+            **shared_io_manager(store_url),
             "warehouse": WarehouseIOManager(home=home, e2i_config=config, store_url=store_url),
             "records": RecordIOManager(home=home, e2i_config=config, store_url=store_url),
             "mlflow": mlflow_resource(settings),

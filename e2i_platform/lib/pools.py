@@ -15,7 +15,9 @@ run that finds the pool busy waits and logs "Step blocked by limit for pool ..."
 - model_registry: the MLflow registered model, its `champion` alias and
   releases/CURRENT: training registers a version, promotion and rollback move the
   alias and CURRENT.
-- optuna_study: the Optuna study of the training set. Study names are built at run
+- optuna_study: the Optuna study of the training set, held by `hpo_study`'s first step
+  (`prepare_study`: creation, warm start, the queued trials), not by its trial slots,
+  which only claim queued trials (`training.study_budget`). Study names are built at run
   time (`<prefix>-<identity>`) but a pool is fixed when the definitions are, so this
   one pool serialises every study: stricter than one per study, and no slower in
   practice, since the identity derives from the one training set and two runs at the
@@ -35,7 +37,9 @@ LIMIT = 1
 POOLS: dict[str, str] = {
     "feature_registry": ONLINE_STORE,
     "online_features": ONLINE_STORE,
-    "hpo_study": OPTUNA_STUDY,
+    # hpo_study is a graph: its first step sets the study up (creates, warm starts, queues
+    # the trials); its trial slots run queued trials in parallel and take no pool.
+    "prepare_study": OPTUNA_STUDY,
     "trained_model": MODEL_REGISTRY,
     "champion_model": MODEL_REGISTRY,
     "rollback_champion": MODEL_REGISTRY,  # the champion_rollback job's op

@@ -5,12 +5,14 @@ from enum import Enum
 from typing import get_args
 
 import dagster as dg
+from pydantic import Field
 
-from e2i_platform.lib.gates import gated_asset
+from e2i_platform.lib.gates import gated_asset, gated_automation
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.feast import FeastResource
 from e2i_platform.resources.mlflow import MlflowResource
 from e2i_platform.settings.models import RunMode as RunModeSetting
+from e2i_platform.training.hpo_graph import collect_study_step, prepare_study_step, trial_slot_step
 from e2i_platform.training.inputs import INPUT_COLUMNS
 
 
@@ -94,86 +96,46 @@ def _run_mode(config: RunModeConfig, e2i_config: ConfigResource) -> str:
     return config.run_mode.value if config.run_mode else e2i_config.settings().training.run_mode
 
 
-@gated_asset(
+class HpoStudyConfig(RunModeConfig):
+    """`hpo_study` in the Launchpad: the run mode, and the number of trial slots for this
+    run (config/optuna_config.yaml's `parallel_workers` when unset)."""
+
+    parallel_workers: int | None = Field(None, ge=1, le=64)
+
+
+@dg.config_mapping
+def _hpo_study_config(config: HpoStudyConfig) -> dict:
+    return {
+        "prepare_study": {
+            "config": {
+                "run_mode": config.run_mode.value if config.run_mode else None,
+                "parallel_workers": config.parallel_workers,
+            }
+        }
+    }
+
+
+@dg.graph_asset(
+    name="hpo_study",
     group_name="training",
     kinds={"optuna", "lightgbm", "mlflow"},
-    io_manager_key="records",
+    config=_hpo_study_config,
+    automation_condition=gated_automation(),
 )
-def hpo_study(
-    context: dg.AssetExecutionContext,
-    config: RunModeConfig,
-    training_dataset,
-    e2i_config: ConfigResource,
-    mlflow: MlflowResource,
-) -> dg.Output:
+def hpo_study(training_dataset):
     """Optuna search (TPE, Hyperband over boosting rounds) of LightGBM hyperparameters on
     the training split, scored by validation ROC-AUC; a logistic-regression baseline is
     recorded beside it. The study is named by the training set's data version and the
     search settings: reused when complete, resumed when not, warm started from similar
     past studies when new (which ones, their scores, and the rejected ones are in the
-    metadata). Every trial is a nested MLflow run under the study's run, which lists the
-    training set as its input dataset (by content hash)."""
-    from e2i_platform.lib.versions import frame_version
-    from e2i_platform.training.dataset import LABEL
-    from e2i_platform.training.model_data import model_data
-    from e2i_platform.training.model_run import TRAINING_SET
-    from e2i_platform.training.study import run_study
-
-    settings = e2i_config.settings()
-    mlflow.ensure_reachable()
-    content_hash = frame_version(training_dataset)
-    outcome = run_study(
-        model_data(training_dataset),
-        settings.optuna,
-        settings.under_home(settings.optuna.storage),
-        content_hash,
-        settings.training.seed,
-        mlflow=mlflow if mlflow.enabled else None,
-        force_new=_run_mode(config, e2i_config) == "force_new",
-        # As configured (`<home>` unresolved): the record names no path of this home.
-        storage_shown=settings.optuna.storage,
-    )
-    record = outcome.record
-    record["mlflow"]["tracking"] = "on" if mlflow.enabled else "off"
-    if record["mlflow"]["study_run_id"]:
-        record["mlflow"]["study_run"] = mlflow.run_link(record["mlflow"]["study_run_id"])
-        # The study's run names what it searched on (once: MLflow keeps one input per
-        # dataset name and digest, so a reused study's run is unchanged).
-        mlflow.log_dataset(
-            record["mlflow"]["study_run_id"],
-            training_dataset,
-            TRAINING_SET,
-            content_hash,
-            context="tuning",
-            targets=LABEL,
-        )
-    context.log.info(f"hpo_study {record['study_name']}: {record['decision']}")
-    return dg.Output(
-        record,
-        data_version=dg.DataVersion(f"{record['identity'][:12]}-{record['best_trial']}"),
-        metadata={
-            "study": dg.MetadataValue.text(record["study_name"]),
-            "decision": dg.MetadataValue.text(record["decision"]),
-            "reused": dg.MetadataValue.bool(record["decision"] == "reused"),
-            "trials": dg.MetadataValue.json(record["trials"]),
-            "trials_run_now": dg.MetadataValue.int(record["trials_run_now"]),
-            "pruned": dg.MetadataValue.int(record["trials"].get("pruned", 0)),
-            "best_valid_auc": dg.MetadataValue.float(record["best_valid_auc"]),
-            "baseline_logreg_valid_auc": dg.MetadataValue.float(record["baseline"]["valid_auc"]),
-            "best_params": dg.MetadataValue.json(record["best_params"]),
-            "warm_start": dg.MetadataValue.json(record["warm_start"]),
-            # Optuna's own best_trial (what optuna-dashboard shows): the same trial.
-            "optuna_best_trial": dg.MetadataValue.int(record["optuna_best_trial"])
-            if record.get("optuna_best_trial") is not None
-            else dg.MetadataValue.text("none"),
-            # Trials of crashed processes that the heartbeat ended as FAIL.
-            "heartbeat": dg.MetadataValue.json(record.get("heartbeat", {})),
-            "tuning_sample": dg.MetadataValue.json(record["tuning_sample"]),
-            "mlflow": dg.MetadataValue.json(record["mlflow"]),
-            **mlflow.ui_links(run_id=record["mlflow"]["study_run_id"]),
-            "storage": dg.MetadataValue.text(record["storage"]),
-        },
-    )
+    metadata). Its trials run in `parallel_workers` slots at once (steps on any worker,
+    one study in one database, the trial budget exact: `training.hpo_graph`). Every
+    trial is a nested MLflow run under the study's run, which lists the training set as
+    its input dataset (by content hash). Runs only after training_dataset passed its
+    `no_leakage` gate."""
+    plan, slots = prepare_study_step(training_dataset)
+    done = slots.map(lambda slot: trial_slot_step(plan, slot, training_dataset))
+    return collect_study_step(plan, done.collect())
 
 
 @gated_asset(

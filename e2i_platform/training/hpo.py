@@ -135,7 +135,7 @@ class Objective:
     """The study's objective: one LightGBM fit per trial, its validation ROC-AUC after
     every round kept in `curves` (by trial number, for the trial's MLflow run) and
     reported to the trial at `report_rounds` (every round when None), where the
-    pruner may stop it."""
+    pruner may stop it. `trial_attrs` are set on every trial it runs (which worker)."""
 
     def __init__(
         self,
@@ -145,16 +145,20 @@ class Objective:
         rounds: int,
         early_stopping_rounds: int | None,
         report_rounds: frozenset[int] | None = None,
+        trial_attrs: dict | None = None,
     ):
         self.data, self.space, self.seed = data, space, seed
         self.rounds, self.early_stopping_rounds = rounds, early_stopping_rounds
         self.report_rounds = report_rounds
+        self.trial_attrs = trial_attrs or {}  # user attributes every trial gets (its worker)
         self.datasets = boosting_datasets(data)
         self.curves: dict[int, list[tuple[int, float]]] = {}
 
     def __call__(self, trial) -> float:
         import optuna
 
+        for name, value in self.trial_attrs.items():
+            trial.set_user_attr(name, value)
         params = suggest(trial, self.space)
         curve = self.curves.setdefault(trial.number, [])
 

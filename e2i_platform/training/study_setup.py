@@ -11,11 +11,14 @@ from __future__ import annotations
 from e2i_platform.training.hpo import SEARCH_SPACE_VERSION
 
 
-def make_sampler(cfg):
+def make_sampler(cfg, slot: int = 0):
+    """TPE, seeded per trial slot: parallel slots reading the same history at the same
+    moment would otherwise suggest the same parameters. Slot 0 (the only one of a
+    single-worker search) keeps the configured seed."""
     import optuna
 
     return optuna.samplers.TPESampler(
-        seed=cfg.sampler.seed, n_startup_trials=cfg.sampler.n_startup_trials
+        seed=cfg.sampler.seed + slot, n_startup_trials=cfg.sampler.n_startup_trials
     )
 
 
@@ -45,10 +48,11 @@ def pruning_rounds(cfg) -> frozenset[int]:
 def study_identity(dataset_version: str, cfg) -> str:
     from e2i_platform.training.runs import fingerprint
 
-    # How trials are stored and watched is not what was searched.
+    # How trials are stored, watched and spread over workers is not what was searched.
     search = cfg.model_dump(
         exclude={
             "storage",
+            "parallel_workers",
             "warm_start",
             "study_prefix",
             "heartbeat_interval_s",

@@ -21,11 +21,23 @@ def _node_pools(defs: dg.Definitions) -> dict[str, str | None]:
     """Every asset's op and every op of the code location's jobs, with its pool."""
     pools = {}
     for key in defs.resolve_asset_graph().get_all_asset_keys():
-        pools[key.to_user_string()] = defs.resolve_assets_def(key).op.pool
+        node = defs.resolve_assets_def(key).node_def
+        if isinstance(node, dg.GraphDefinition):  # a graph-backed asset: each of its ops
+            for op in node.iterate_op_defs():
+                pools[op.name] = op.pool
+        else:
+            pools[key.to_user_string()] = node.pool
     for job in defs.resolve_all_job_defs():
         for node in job.graph.node_dict.values():
             if not job.asset_layer.has(node.name):  # an op of its own, not an asset's
-                pools.setdefault(node.name, node.definition.pool)
+                definition = node.definition
+                ops = (
+                    definition.iterate_op_defs()
+                    if isinstance(definition, dg.GraphDefinition)
+                    else [definition]
+                )
+                for op in ops:
+                    pools.setdefault(op.name, op.pool)
     return pools
 
 
