@@ -4,8 +4,8 @@
 `<store>` is the home on this machine's disk or, with `platform.store.url`, the object
 store every machine shares (`lib.store.store_root`; `release_store(settings)`): every
 function here takes that root, a `Path` or a `UPath`, and reads the same layout on
-both. Manifests name model files relative to the home (`lib.home_paths`), not to the
-store.
+both. Manifests name model files relative to the models' root (`lib.home_paths`;
+`training.model_run.model_store`: the home, or the same shared store).
 
 Shared by every stage that reads the release in service -- training's comparison with
 the champion, promotion, scoring, the ops commands -- so none of them imports the stage

@@ -75,7 +75,7 @@ def sha256_file(path) -> str:
 
 def file_mismatch(path, sha256: str) -> str | None:
     """Why `path` does not hold the bytes `sha256` names (missing, or other bytes), or None."""
-    path = Path(path)
+    path = path if hasattr(path, "fs") else Path(path)  # a local file or a store object
     if not path.exists():
         return f"{path} is missing"
     if sha256_file(path) != sha256:

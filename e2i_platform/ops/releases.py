@@ -51,6 +51,7 @@ def repair_releases(
     from e2i_platform.lib.releases import release_store
     from e2i_platform.ops.rollback import record_on_graph
     from e2i_platform.promotion.repair import repair
+    from e2i_platform.training.model_run import model_store
 
     settings = e2i_config.settings()
     mlflow.ensure_reachable()
@@ -61,7 +62,7 @@ def repair_releases(
             config.reason,
             config.to or None,
             run_id=context.run_id,
-            home=settings.home,
+            home=model_store(settings),  # the model files: the home, or the object store
         )
     except RuntimeError as exc:
         raise dg.Failure(f"repair refused: {exc}") from None

@@ -96,12 +96,15 @@ def rollback_champion(
 ) -> dict:
     from e2i_platform.lib.releases import release_store, report_path
     from e2i_platform.promotion.release import rollback
+    from e2i_platform.training.model_run import model_store
 
     settings = e2i_config.settings()
     store = release_store(settings)
     mlflow.ensure_reachable()
     try:
-        manifest = rollback(store, mlflow, config.reason, run_id=context.run_id, home=settings.home)
+        manifest = rollback(
+            store, mlflow, config.reason, run_id=context.run_id, home=model_store(settings)
+        )
     except RuntimeError as exc:
         raise dg.Failure(f"rollback refused: {exc}") from None
     record_on_graph(context, settings, manifest)

@@ -1,6 +1,7 @@
 """Whether an asset's stored value is really there: the event log says what was
 materialized, the disk says what survived. `make run` reuses nothing whose value
-is missing, changed or unreadable."""
+is missing, changed or unreadable (a model file in the models' store, too: the home,
+or the object store every machine shares)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from pathlib import Path
 import dagster as dg
 
 from e2i_platform.lib.graph import stored_extension
-from e2i_platform.lib.versions import file_mismatch
 from e2i_platform.resources.publication import Publications
 
 
@@ -25,7 +25,7 @@ def stored_value_problem(graph, key: dg.AssetKey, run_id: str, settings) -> str 
         if ext == "parquet":
             problem = _parquet_problem(pubs.published_path(name, ext))
         else:
-            problem = _record_problem(name, pubs.published_path(name, ext), home, settings)
+            problem = _record_problem(name, pubs.published_path(name, ext), settings)
         return problem
     if name == "feature_registry":
         from e2i_platform.resources.feast import FeastResource
@@ -49,19 +49,22 @@ def _parquet_problem(path: Path) -> str | None:
     return None
 
 
-def _record_problem(name: str, path: Path, home: Path, settings) -> str | None:
+def _record_problem(name: str, path: Path, settings) -> str | None:
+    """Why a published record cannot be reused: unreadable, or -- for trained_model -- its
+    model file (in the models' store: `training.model_run.model_store`) missing or
+    changed, or -- for champion_model -- its release manifest broken."""
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         return f"its published record {path} is not readable JSON ({type(exc).__name__})"
     if name == "trained_model":
-        from e2i_platform.training.model_run import model_path
+        from e2i_platform.training.model_run import model_file_mismatch, model_path, model_store
 
         try:
-            model_file = model_path(home, record, str(path))
+            model_file = model_path(model_store(settings), record, str(path))
         except (KeyError, ValueError) as exc:
             return f"its model file is not one of this home: {exc}"
-        if problem := file_mismatch(model_file, record["model_sha256"]):
+        if problem := model_file_mismatch(model_file, record["model_sha256"]):
             return f"its model file {problem}"
     if name == "champion_model":
         from e2i_platform.lib.releases import check_manifest, release_store

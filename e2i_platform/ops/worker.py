@@ -31,7 +31,10 @@ def celery_app(queue: str, redelivery_seconds: int):
 
     url = os.environ[broker_variable()]
     executor = CeleryExecutor.for_cli(
-        broker=url, backend=url, include=[], config_source=celery_app_config(queue, redelivery_seconds)
+        broker=url,
+        backend=url,
+        include=[],
+        config_source=celery_app_config(queue, redelivery_seconds),
     )
     app = make_app(executor.app_args())
     create_task(app)

@@ -104,11 +104,11 @@ def require_evidence(trained: dict, evaluation: dict, current: dict | None) -> N
 
 
 def require_model_file(home, trained: dict) -> None:
-    """The model file is the one trained (and evaluated): not replaced since."""
-    from e2i_platform.lib.versions import file_mismatch
-    from e2i_platform.training.model_run import model_path
+    """The model file is the one trained (and evaluated): not replaced since. `home`: the
+    models' store (`training.model_run.model_store`)."""
+    from e2i_platform.training.model_run import model_file_mismatch, model_path
 
-    if problem := file_mismatch(
+    if problem := model_file_mismatch(
         model_path(home, trained, "trained_model"), trained["model_sha256"]
     ):
         raise GateClosed(
@@ -183,16 +183,16 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
     from e2i_platform.lib.versions import code_version
     from e2i_platform.promotion.release import new_release_id, promote
     from e2i_platform.promotion.release_report import release_evaluation
-    from e2i_platform.training.model_run import model_path, service_spec
+    from e2i_platform.training.model_run import model_path, model_store, service_spec
 
-    home = settings.home  # the model files
+    home = model_store(settings)  # the model files: the home, or the object store
     store = release_store(settings)  # the releases
     current = current_release(store)
     require_evidence(trained_model, model_evaluation, current)
     require_model_file(home, trained_model)
     if current is not None and current["model"]["model_sha256"] == trained_model["model_sha256"]:
-        # The model as this home names it (a manifest written before may hold an absolute
-        # path in another home: lib.home_paths).
+        # The model as the models' store names it (a manifest written before may hold an
+        # absolute path in another home: lib.home_paths).
         model_file = stored(
             home, model_path(home, current["model"], f"release {current['release_id']}")
         )
@@ -210,7 +210,8 @@ def _promote_or_keep(context, config, trained_model, model_evaluation, settings,
             "kind": "promotion",
             "created_at": datetime.now(UTC).isoformat(),
             "model": {
-                # Relative to the home: a restored copy serves its own file.
+                # Relative to the models' store: a restored copy of a home serves its own
+                # file; with an object store, every machine the same one.
                 "model_file": stored(home, model_path(home, trained_model, "trained_model")),
                 "model_sha256": trained_model["model_sha256"],
                 "features": trained_model["features"],
@@ -304,6 +305,7 @@ def patient_risk_scores(
     from e2i_platform.lib.releases import current_release, release_store, verification
     from e2i_platform.lib.table_metadata import contract_docs, table_metadata
     from e2i_platform.promotion.scoring import score_current_patients
+    from e2i_platform.training.model_run import model_store
 
     settings = e2i_config.settings()
     release = current_release(release_store(settings))
@@ -316,7 +318,9 @@ def patient_risk_scores(
             f"champion_model's published value is {champion_model['release_id']}; CURRENT was "
             "changed outside the platform. Promote or roll back through champion_model."
         )
-    scores, stats = score_current_patients(settings.home, release, patient_journeys, feast.store())
+    scores, stats = score_current_patients(
+        model_store(settings), release, patient_journeys, feast.store()
+    )
     tolerated = settings.feast.limits("patient_features").max_missing_share
     unserved = stats["patients_without_online_patient_features"]
     if len(scores) and unserved / len(scores) > tolerated:

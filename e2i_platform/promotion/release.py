@@ -10,8 +10,9 @@ and CURRENT back at the model of the release before the current one.
 (`lib.releases.release_store`). Every file is written whole (`lib.store.atomic_write`:
 on an object store one PUT), and releases and CURRENT have one writer at a time
 (`release_lock`: a lock file on disk, a PostgreSQL advisory lock for an object store,
-so two machines cannot release at once). Model files stay in the home, named relative
-to it (`lib.home_paths`): a rollback takes the store and the home.
+so two machines cannot release at once). Manifests name model files relative to the
+models' store (`training.model_run.model_store`: the home, or the same object store;
+`lib.home_paths`): a rollback takes the releases' store and, as `home=`, the models'.
 
 Reading and verifying releases is `lib.releases`; this module writes them.
 """
@@ -64,15 +65,16 @@ def new_release_id(kind: str) -> str:
     return f"{datetime.now(UTC):%Y%m%dT%H%M%S%fZ}-{kind}"
 
 
-def home_of(store: Path | UPath, home: Path | str | None) -> Path:
-    """The home whose model files the releases in `store` name: `home`, or the store
-    itself when it is a home on this disk."""
+def home_of(store: Path | UPath, home: Path | UPath | str | None) -> Path | UPath:
+    """The models' store whose model files the releases in `store` name: `home` (a home
+    on this disk, or an object store's root), or the store itself when it is a home on
+    this disk."""
     if home is not None:
-        return Path(home)
+        return home if hasattr(home, "fs") else Path(home)
     if stores.is_remote(store):
         raise ValueError(
-            f"the releases are in the object store {store}: name the home whose model files "
-            "they name (home=...)"
+            f"the releases are in the object store {store}: name the models' store whose "
+            "model files they name (home=..., `training.model_run.model_store(settings)`)"
         )
     return Path(store)
 
@@ -149,12 +151,13 @@ def rollback(
     reason: str,
     run_id: str | None = None,
     *,
-    home: Path | str | None = None,
+    home: Path | UPath | str | None = None,
 ) -> dict:
     """Make the model of the last release before the current one champion again (one
     that was never rolled back); under the releases lock. `store`: where the releases
-    are (`lib.releases.release_store`); `home`: whose model files they name (by default
-    the store, when it is a home on this disk). `run_id`: the Dagster run that asked for
+    are (`lib.releases.release_store`); `home`: the models' store whose model files they
+    name (`training.model_run.model_store`; by default the store, when it is a home on
+    this disk). `run_id`: the Dagster run that asked for
     it (recorded in the manifest and its report)."""
     home = home_of(store, home)
     with release_lock(store):
@@ -173,7 +176,7 @@ def requested_by(run_id: str | None) -> dict:
 
 
 def _rollback(
-    store: Path | UPath, home: Path, mlflow, reason: str, run_id: str | None = None
+    store: Path | UPath, home: Path | UPath, mlflow, reason: str, run_id: str | None = None
 ) -> dict:
     from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.model_run import model_path
@@ -197,8 +200,8 @@ def _rollback(
     alias = move_alias(mlflow, version, release_id, run_id)
     manifest = {
         **{k: target[k] for k in ("metrics", "params", "data_versions", "features")},
-        # The restored model's file as this home names it now (a manifest from before may
-        # hold an absolute path in another home).
+        # The restored model's file as the models' store names it now (a manifest from
+        # before may hold an absolute path in another home).
         "model": {**target["model"], "model_file": stored(home, model_file)},
         "release_id": release_id,
         "kind": "rollback",

@@ -51,7 +51,7 @@ def repair(
     to: str | None = None,
     run_id: str | None = None,
     *,
-    home: Path | str | None = None,
+    home: Path | UPath | str | None = None,
 ) -> dict:
     """Recover from broken manifests, under the releases lock: every release whose manifest
     is broken (missing, not JSON, failing its hash) is moved to `releases/.set_aside/`
@@ -60,18 +60,19 @@ def repair(
     champion again (or of release `to`), as a rollback does. Returns what was done:
     `release` (the repair manifest, or None when CURRENT was intact), `set_aside`,
     `current_was` and its `problem`. `store`: where the releases are
-    (`lib.releases.release_store`); `home`: whose model files they name (by default the
-    store, when it is a home on this disk)."""
+    (`lib.releases.release_store`); `home`: the models' store whose model files they
+    name (`training.model_run.model_store`; by default the store, when it is a home on
+    this disk)."""
     home = home_of(store, home)
     with release_lock(store):
         return _repair(store, home, mlflow, reason, to, run_id)
 
 
-def repair_candidates(home: Path, checks: list[ManifestCheck]) -> list[ManifestCheck]:
-    """Intact releases whose model file is present and unchanged and whose model no intact
-    rollback took out of service, newest first: what a repair may point CURRENT at."""
-    from e2i_platform.lib.versions import file_mismatch
-    from e2i_platform.training.model_run import model_path
+def repair_candidates(home: Path | UPath, checks: list[ManifestCheck]) -> list[ManifestCheck]:
+    """Intact releases whose model file is present and unchanged (in the models' store
+    `home`) and whose model no intact rollback took out of service, newest first: what a
+    repair may point CURRENT at."""
+    from e2i_platform.training.model_run import model_file_mismatch, model_path
 
     intact = {c.release_id: c.manifest for c in checks if c.problem is None}
     rolled_back = rollbacks_by_model(intact)
@@ -84,14 +85,14 @@ def repair_candidates(home: Path, checks: list[ManifestCheck]) -> list[ManifestC
             path = model_path(home, model, f"release {check.release_id}")
         except (KeyError, ValueError):
             continue
-        if file_mismatch(path, model["model_sha256"]) is None:
+        if model_file_mismatch(path, model["model_sha256"]) is None:
             out.append(check)
     return out
 
 
 def _repair(
     store: Path | UPath,
-    home: Path,
+    home: Path | UPath,
     mlflow,
     reason: str,
     to: str | None,

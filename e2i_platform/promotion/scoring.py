@@ -40,16 +40,16 @@ def online_feature_frame(store, entities: pd.DataFrame) -> pd.DataFrame:
 
 
 def score_current_patients(home: Path, champion: dict, journeys: pd.DataFrame, store):
-    """Scores of the current patients by the release's model: its file in `home` (the
-    manifest names it relative to the home), as it was released (sha256)."""
-    from e2i_platform.lib.versions import file_mismatch
+    """Scores of the current patients by the release's model: its file in `home`, the
+    models' store (`training.model_run.model_store`: the home, or the object store; the
+    manifest names it relative to that root), as it was released (sha256)."""
     from e2i_platform.training.model_data import as_model_input
-    from e2i_platform.training.model_run import load_booster, model_path
+    from e2i_platform.training.model_run import load_booster, model_file_mismatch, model_path
     from e2i_platform.training.runs import METADATA_FILE
 
     model = champion["model"]
     model_file = model_path(home, model, f"release {champion['release_id']}")
-    if problem := file_mismatch(model_file, model["model_sha256"]):
+    if problem := model_file_mismatch(model_file, model["model_sha256"]):
         raise ValueError(
             f"patient_risk_scores: release {champion['release_id']}'s model file {problem}"
         )

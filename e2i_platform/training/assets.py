@@ -152,12 +152,12 @@ def trained_model(
     mlflow: MlflowResource,
 ) -> dg.Output:
     """LightGBM trained with the study's best parameters for its best number of rounds,
-    written to `$E2I_HOME/models/<model>/spec-<8>_exec-<8>/v<N>/` (model.txt,
+    written to `models/<model>/spec-<8>_exec-<8>/v<N>/` of the home or the shared store (model.txt,
     metrics.json, metadata.json; atomically) and registered in MLflow with a signature
     as the candidate: alias `challenger`, its training set logged as the run's input.
     The run mode (config/training.yaml or the Launchpad) decides: reuse_if_exists,
     force_new, resume_if_incomplete, continue_from_previous. A reused run says so."""
-    from e2i_platform.training.model_run import train_or_reuse
+    from e2i_platform.training.model_run import model_store, train_or_reuse
 
     settings = e2i_config.settings()
     mlflow.ensure_reachable()
@@ -173,7 +173,7 @@ def trained_model(
             "reused": dg.MetadataValue.bool(record["action"] == "reuse"),
             "reason": dg.MetadataValue.text(record["reason"]),
             "run_mode": dg.MetadataValue.text(record["mode"]),
-            "path": dg.MetadataValue.path(str(settings.home / record["path"])),
+            "path": dg.MetadataValue.path(str(model_store(settings) / record["path"])),
             "variant": dg.MetadataValue.int(record["variant"]),
             "spec_fingerprint": dg.MetadataValue.text(record["spec"]),
             "exec_fingerprint": dg.MetadataValue.text(record["exec"]),
@@ -205,16 +205,16 @@ def model_evaluation(
     that produced it (study and training, as produced when reused), its files' size and
     the CPU seconds to score 1M rows on one core. The promotion gates check this asset."""
     from e2i_platform.training.evaluation import model_size, production_cost
-    from e2i_platform.training.model_run import evaluate_models
+    from e2i_platform.training.model_run import evaluate_models, model_store
 
     settings = e2i_config.settings()
     record = evaluate_models(settings, training_dataset, trained_model, mlflow)
     latency = record["latency"]
     record["cost"] = {
         "production": production_cost(
-            context.instance, settings.home, trained_model, context.run.run_id
+            context.instance, model_store(settings), trained_model, context.run.run_id
         ),
-        "model_size": model_size(settings.home, trained_model),
+        "model_size": model_size(model_store(settings), trained_model),
         "scoring": {
             **latency["per_million_rows"],
             "threads": latency["threads"],

@@ -218,14 +218,15 @@ def _study_cost(instance, pointer: str | None) -> dict:
     }
 
 
-def production_cost(instance, home: Path, trained: dict, run_id: str) -> dict:
+def production_cost(instance, home, trained: dict, run_id: str) -> dict:
     """Wall seconds of the steps that produced the trained model: the hpo_study steps
     that ran its study's trials and the trained_model step that trained it (and, for a
     model boosted on from a previous one, that one's too, down the chain). A reused
     study or model costs what it cost when it was produced: each part names the run
     that produced it. A part not found in this instance's event log makes the cost
-    unmeasured, never 0."""
-    from e2i_platform.lib.home_paths import resolve
+    unmeasured, never 0. `home`: the models' store the record's paths are relative to
+    (`training.model_run.model_store`: the home, or the object store)."""
+    from e2i_platform.lib.home_paths import resolve, stored
     from e2i_platform.training.runs import VARIANT_LAYOUT
 
     parts, problems = [], []
@@ -233,7 +234,12 @@ def production_cost(instance, home: Path, trained: dict, run_id: str) -> dict:
     sha = trained["model_sha256"]
     for _ in range(50):  # a continue_from_previous chain, newest first
         record = _producing_training(instance, variant, sha)
-        shown = variant.relative_to(home).as_posix() if variant.is_relative_to(home) else variant
+        if hasattr(home, "fs"):  # the object store: a resolved variant is one of it
+            shown = stored(home, variant)
+        else:
+            shown = (
+                variant.relative_to(home).as_posix() if variant.is_relative_to(home) else variant
+            )
         if record is None:
             problems.append(f"no trained_model step that trained {shown} in this instance")
             break
@@ -279,15 +285,26 @@ def production_cost(instance, home: Path, trained: dict, run_id: str) -> dict:
     }
 
 
-def model_size(home: Path, trained: dict) -> dict:
-    """The files the trained model wrote (its variant directory), in bytes and MiB."""
+def model_size(home, trained: dict) -> dict:
+    """The files the trained model wrote (its variant directory), in bytes and MiB.
+    `home`: the models' store (`training.model_run.model_store`: the home, or the object
+    store, whose allocation marker is no file of the model)."""
     from e2i_platform.lib.home_paths import resolve
-    from e2i_platform.training.runs import VARIANT_LAYOUT
+    from e2i_platform.training.runs import ALLOCATED_MARKER, VARIANT_LAYOUT
 
     variant = resolve(home, trained["path"], VARIANT_LAYOUT, "trained_model: path")
     if not variant.is_dir():
         return {"measured": False, "why": f"{trained['path']} is not a directory of this home"}
-    files = {f.name: f.stat().st_size for f in sorted(variant.iterdir()) if f.is_file()}
+    if hasattr(variant, "fs"):
+        listed = variant.fs.ls(variant.path, detail=True, refresh=True)
+        files = {
+            name: int(entry["size"])
+            for entry in sorted(listed, key=lambda e: e["name"])
+            if entry.get("type") == "file"
+            and (name := entry["name"].rpartition("/")[2]) != ALLOCATED_MARKER
+        }
+    else:
+        files = {f.name: f.stat().st_size for f in sorted(variant.iterdir()) if f.is_file()}
     total = sum(files.values())
     return {
         "measured": bool(files),

@@ -1,15 +1,25 @@
 """The body of `trained_model` and `model_evaluation`: a model run named by what it
 was trained on and how, trained or reused per the run mode, evaluated beside the
-current champion."""
+current champion.
+
+Model files live in the models' store (`model_store`): the home on this disk, or the
+object store every machine shares (`platform.store.url`). Records and manifests name
+them relative to that root (`lib.home_paths`), so one record names the same file on
+every machine; LightGBM reads a model of the object store from its text and writes
+one to a local temporary file that is uploaded whole."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from e2i_platform.features.specs import FEATURE_SERVICE, SERVICE_VIEWS, VIEWS
-from e2i_platform.lib.versions import sha256_file
+from e2i_platform.lib.versions import file_mismatch, sha256_file
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 # What the model needs to be served: pinned, so logging never infers requirements.
 PIP_REQUIREMENTS = ("lightgbm==4.7.0", "pandas<3", "numpy", "scikit-learn==1.9.1")
@@ -27,22 +37,49 @@ def service_spec() -> dict:
     }
 
 
-def load_booster(path: Path):
+def model_store(settings) -> Path | UPath:
+    """The root model files live under (`<root>/models/...`) and records name them
+    relative to: the home on this disk, or the object store `platform.store.url` names
+    (an object with a `home` only, a stand-in for the settings, names the disk)."""
+    from e2i_platform.lib.store import store_root
+
+    store_settings = getattr(getattr(settings, "platform", None), "store", None)
+    return store_root(settings.home, store_settings.url if store_settings else None)
+
+
+def load_booster(path: Path | UPath):
+    """The LightGBM model in `path`: a local file, or an object store's object (read as
+    text: nothing is left on this disk)."""
     import lightgbm as lgb
 
+    if hasattr(path, "fs"):
+        return lgb.Booster(model_str=path.read_text(encoding="utf-8"))
     return lgb.Booster(model_file=str(path))
 
 
-def model_path(home: Path, model: dict, where: str) -> Path:
-    """The model file a record or manifest names (`model_file`: relative to the home, or
-    absolute from before), as a file of this home (`lib.home_paths`)."""
+def model_file_mismatch(path: Path | UPath, sha256: str) -> str | None:
+    """Why the model file `path` (on disk or in the object store) does not hold the bytes
+    `sha256` names (missing, or other bytes), or None (`lib.versions.file_mismatch`)."""
+    if not hasattr(path, "fs"):
+        return file_mismatch(path, sha256)
+    if not path.exists():
+        return f"{path} is missing"
+    if sha256_file(path) != sha256:
+        return f"{path} is not the expected file (its sha256 is not {sha256[:12]}…)"
+    return None
+
+
+def model_path(home: Path | UPath, model: dict, where: str) -> Path | UPath:
+    """The model file a record or manifest names (`model_file`: relative to the models'
+    store, or absolute from before), as a file of the store `home` (the home, or the
+    object store: `model_store`; `lib.home_paths`)."""
     from e2i_platform.lib.home_paths import resolve
     from e2i_platform.training.runs import MODEL_FILE_LAYOUT
 
     return resolve(home, model["model_file"], MODEL_FILE_LAYOUT, f"{where}: model_file")
 
 
-def _previous(home: Path, recorded: str | None, where: str) -> str | None:
+def _previous(home: Path | UPath, recorded: str | None, where: str) -> str | None:
     """The run a model continued from, relative to the home (absolute in old metadata)."""
     from e2i_platform.lib.home_paths import resolve, stored
     from e2i_platform.training.runs import VARIANT_LAYOUT
@@ -82,12 +119,13 @@ def model_identity(settings, dataset, hpo: dict, features: list[str]):
     )
 
 
-def _record(home: Path, decision, metrics: dict, metadata: dict) -> dict:
-    """The trained_model record. Its paths are relative to the home (`lib.home_paths`):
-    a copy of the home restored elsewhere reads its own model, never the original's."""
+def _record(home: Path | UPath, decision, metrics: dict, metadata: dict) -> dict:
+    """The trained_model record. Its paths are relative to the models' store
+    (`lib.home_paths`): a copy of the home restored elsewhere reads its own model, never
+    the original's; every machine reads the one of a shared object store."""
     from e2i_platform.lib.home_paths import stored
 
-    path = Path(decision.path)
+    path = decision.path
     return {
         "action": decision.action,
         "mode": decision.mode,
@@ -116,11 +154,11 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
 
     data = model_data(dataset)
     spec, exec_, inputs = model_identity(settings, dataset, hpo, data.features)
-    home = settings.home
+    home = model_store(settings)  # the models' store: the home, or the object store
     runs = ModelRuns(home / "models", settings.training.model_name, spec, exec_)
     decision = runs.decide(mode)
     if decision.action == "reuse":
-        path = Path(decision.path)
+        path = decision.path
         metrics = json.loads((path / METRICS_FILE).read_text())
         record = _record(home, decision, metrics, json.loads((path / METADATA_FILE).read_text()))
         # The reused model is this run's candidate: `challenger` names its version again.
@@ -129,14 +167,16 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
 
     params, rounds, init_model, previous = hpo["best_params"], hpo["best_iteration"], None, None
     if decision.action == "continue":
-        previous = Path(decision.previous)
+        previous = decision.previous
         before = json.loads((previous / METADATA_FILE).read_text())
         if before["features"] != data.features:
             raise ValueError(
                 f"continue_from_previous: {previous} was trained on other features "
                 f"({len(before['features'])} vs {len(data.features)}); use force_new"
             )
-        init_model, rounds = str(previous / MODEL_FILE), settings.training.continue_rounds
+        init_model, rounds = previous / MODEL_FILE, settings.training.continue_rounds
+        # LightGBM reads a local file by its name; a model in the object store, as text.
+        init_model = load_booster(init_model) if hasattr(init_model, "fs") else str(init_model)
     fit = fit_booster(data, params, settings.training.seed, rounds, None, init_model=init_model)
     metrics = {
         "valid_auc": round(fit.curve[-1][1], 6),
@@ -163,7 +203,7 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
         "mlflow": tracking,
         "finished_at": datetime.now(UTC).isoformat(),
     }
-    runs.write(Path(decision.path), lambda p: fit.booster.save_model(str(p)), metrics, metadata)
+    runs.write(decision.path, lambda p: fit.booster.save_model(str(p)), metrics, metadata)
     record = _record(home, decision, metrics, metadata)
     # The file's hash exists once it is written: the version names the file it serves.
     mlflow.set_version_tags(tracking.get("model_version"), {MODEL_SHA_TAG: record["model_sha256"]})
@@ -218,11 +258,13 @@ def _log_training(
 
 def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
     from e2i_platform.lib.home_paths import stored
+    from e2i_platform.lib.releases import release_store
     from e2i_platform.training.evaluation import evaluate
     from e2i_platform.training.model_data import model_data
 
     data = model_data(dataset)
-    model_file = model_path(settings.home, trained, "trained_model")
+    models = model_store(settings)
+    model_file = model_path(models, trained, "trained_model")
     booster = load_booster(model_file)
     features = trained["features"]
     gates = settings.promotion
@@ -237,12 +279,12 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
         predict_one_core=lambda X: booster.predict(X[features], num_threads=1),
     )
     record["model"] = {
-        "model_file": stored(settings.home, model_file),
+        "model_file": stored(models, model_file),
         "model_sha256": trained["model_sha256"],
         "mlflow": trained["mlflow"],
     }
     champion = _champion_on_same_test(
-        settings.home, data, trained, gates.fairness_gate.min_region_rows
+        release_store(settings), models, data, trained, gates.fairness_gate.min_region_rows
     )
     # The champion's curves are for the release report, not for every gate's metadata.
     record["champion_curves"] = {
@@ -259,15 +301,19 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
     return record
 
 
-def _champion_on_same_test(home: Path, data, trained: dict, min_rows: int) -> dict:
-    """The current champion's ROC-AUC on this test split (not its own old test split)."""
+def _champion_on_same_test(
+    releases: Path | UPath, models: Path | UPath, data, trained: dict, min_rows: int
+) -> dict:
+    """The current champion's ROC-AUC on this test split (not its own old test split):
+    the release CURRENT names in `releases` (`lib.releases.release_store`), its model
+    file from `models` (`model_store`)."""
     from sklearn.metrics import roc_auc_score
 
     from e2i_platform.lib.releases import current_release
     from e2i_platform.training.curves import evaluation_curves
     from e2i_platform.training.evaluation import region_auc
 
-    release = current_release(home)
+    release = current_release(releases)
     if release is None:
         return {"exists": False}
     model = release["model"]
@@ -277,7 +323,7 @@ def _champion_on_same_test(home: Path, data, trained: dict, min_rows: int) -> di
         "model_version": model.get("mlflow", {}).get("model_version"),
         "same_model": model["model_sha256"] == trained["model_sha256"],
     }
-    path = model_path(home, model, f"release {release['release_id']}")
+    path = model_path(models, model, f"release {release['release_id']}")
     missing = [f for f in model["features"] if f not in data.X["test"].columns]
     if not path.exists() or missing:
         out["comparable"] = False

@@ -19,6 +19,14 @@ corrupt, partial) is incomplete, with a reason. `ModelRuns.write` writes each fi
 to a temp file in the same directory, fsyncs it and renames it into place, with
 metadata.json last, so a crash mid-write never looks complete.
 
+The root is `<home>/models` on this machine's disk or, with `platform.store.url`,
+`<store>/models` in the object store every machine shares (`lib.store.store_root`, a
+`UPath`): the same layout on both. An object store has no directories and no rename:
+there a variant is allocated under a lock of every machine (`lib.store.lock`, a
+PostgreSQL advisory lock) by writing its marker object `v<N>/.allocated`, and each
+file is written whole (`lib.store.atomic_write`: a local temp file checked non-empty,
+then one PUT), with metadata.json last, as on disk.
+
 Run modes (`ModelRuns.decide`):
 
 * reuse_if_exists: reuse the newest complete variant; none, train a new one.
@@ -43,12 +51,15 @@ from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any, get_args
 
+from e2i_platform.lib import store as stores
 from e2i_platform.settings.models import RunMode
 
 MODEL_FILE = "model.txt"
 METRICS_FILE = "metrics.json"
 METADATA_FILE = "metadata.json"
 REQUIRED_FILES = (MODEL_FILE, METRICS_FILE, METADATA_FILE)
+# In an object store (no directories), the object that makes an allocated v<N> exist.
+ALLOCATED_MARKER = ".allocated"
 
 # A variant and its model file below the home, as records store them (relative to the
 # home, `lib.home_paths`): <home>/models/<model>/spec-<8>_exec-<8>/v<N>[/model.txt].
@@ -109,9 +120,19 @@ class Completion:
     reason: str
 
 
+def _remote(path) -> bool:
+    """Whether `path` is in an object store (a `UPath`), not on this disk."""
+    return hasattr(path, "fs")
+
+
+def _local(path) -> Path:
+    """`path` as given when it is an object store's (`UPath`), else a `Path`."""
+    return path if _remote(path) else Path(path)
+
+
 def check_completion(path: Path) -> Completion:
-    """The completion contract for one variant directory."""
-    path = Path(path)
+    """The completion contract for one variant directory (on disk or in the store)."""
+    path = _local(path)
     if not path.is_dir():
         return Completion(False, f"{path.name} does not exist")
     for name in REQUIRED_FILES:
@@ -198,7 +219,7 @@ class ModelRuns:
         for label, value in (("spec", spec), ("exec", exec_)):
             if len(value) < 8:
                 raise ValueError(f"{label} fingerprint {value!r} is shorter than 8 characters")
-        self.root = Path(root)
+        self.root = _local(root)
         self.model = model
         self.spec = spec
         self.exec_ = exec_
@@ -234,7 +255,15 @@ class ModelRuns:
         return None
 
     def allocate(self) -> tuple[int, Path]:
-        """Create the next free v<N>; `os.mkdir` is atomic, so a lost race tries N+1."""
+        """Create the next free v<N>; `os.mkdir` is atomic, so a lost race tries N+1. In
+        an object store, under the lock of this spec/exec (every machine's), the marker
+        object of the next number."""
+        if _remote(self.base):
+            with stores.lock(self.base / ".allocate"):
+                variant = max(self.variants(), default=0) + 1
+                path = self.path(variant)
+                stores.atomic_write(path / ALLOCATED_MARKER, lambda p: p.write_bytes(b""))
+            return variant, path
         self.base.mkdir(parents=True, exist_ok=True)
         variant = max(self.variants(), default=0) + 1
         while True:
@@ -261,7 +290,7 @@ class ModelRuns:
         leaves the variant incomplete. `finished_at` (UTC ISO) is added to metadata
         when absent. No temp files are left behind, whatever raises.
         """
-        path = Path(path)
+        path = _local(path)
         for label, value in (("metrics", metrics), ("metadata", metadata)):
             if not isinstance(value, dict) or not value:
                 raise ValueError(f"{label} must be a non-empty dict, got {value!r}")
@@ -269,6 +298,14 @@ class ModelRuns:
         metadata.setdefault("finished_at", datetime.now(UTC).isoformat())
         metrics_text = _json_text(metrics)
         metadata_text = _json_text(metadata)
+
+        if _remote(path):
+            for name in reversed(REQUIRED_FILES):
+                _unlink(path / name)
+            _upload(path, MODEL_FILE, write_model)
+            _upload(path, METRICS_FILE, _text_writer(metrics_text))
+            _upload(path, METADATA_FILE, _text_writer(metadata_text))
+            return
 
         path.mkdir(parents=True, exist_ok=True)
         # Uncommit first: the commit point goes before anything it vouches for.
@@ -369,8 +406,8 @@ class ModelRuns:
         if not self.model_dir.is_dir():
             return None
         candidates: list[tuple[datetime, str, Path]] = []
-        for run_dir in self.model_dir.iterdir():
-            if not (run_dir.is_dir() and run_dir.name.startswith("spec-")):
+        for run_dir in _run_dirs(self.model_dir):
+            if not run_dir.name.startswith("spec-"):
                 continue
             for variant in _variants_in(run_dir):
                 path = run_dir / f"v{variant}"
@@ -385,18 +422,40 @@ class ModelRuns:
 
 
 def _variants_in(base: Path) -> list[int]:
-    try:
-        entries = list(os.scandir(base))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
+    if _remote(base):
+        entries = [(p.name, True) for p in _store_dirs(base)]
+    else:
+        try:
+            entries = [(e.name, e.is_dir()) for e in os.scandir(base)]
+        except (FileNotFoundError, NotADirectoryError):
+            return []
     found = []
-    for entry in entries:
-        name = entry.name
+    for name, is_dir in entries:
         if name.startswith("v") and name[1:].isdigit() and name[1:].isascii():
             number = int(name[1:])
-            if number >= 1 and name == f"v{number}" and entry.is_dir():
+            if number >= 1 and name == f"v{number}" and is_dir:
                 found.append(number)
     return sorted(found)
+
+
+def _run_dirs(model_dir: Path) -> list[Path]:
+    """The directories in a model's directory (on disk or in the store)."""
+    if _remote(model_dir):
+        return _store_dirs(model_dir)
+    return [p for p in model_dir.iterdir() if p.is_dir()]
+
+
+def _store_dirs(prefix) -> list:
+    """The "directories" (common prefixes) right under `prefix` in an object store."""
+    try:
+        listed = prefix.fs.ls(prefix.path, detail=True, refresh=True)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [
+        prefix / entry["name"].rstrip("/").rpartition("/")[2]
+        for entry in listed
+        if entry.get("type") == "directory"
+    ]
 
 
 def _finished_at(path: Path) -> datetime:
@@ -412,7 +471,7 @@ def _finished_at(path: Path) -> datetime:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     try:
         mtime = meta_file.stat().st_mtime
-    except OSError:
+    except (OSError, AttributeError, TypeError):  # an object store may not say
         mtime = 0.0
     return datetime.fromtimestamp(mtime, UTC)
 
@@ -455,6 +514,21 @@ def _atomic_write(directory: Path, name: str, writer: Callable[[Path], None]) ->
     _fsync_dir(directory)
 
 
+def _upload(directory, name: str, writer: Callable[[Path], None]) -> None:
+    """writer(local temp file), checked non-empty, then one PUT to `directory/name`."""
+
+    def checked(tmp: Path) -> None:
+        writer(tmp)
+        try:
+            size = tmp.stat().st_size
+        except FileNotFoundError:
+            raise RuntimeError(f"writing {name} left no file at {tmp}") from None
+        if size == 0:
+            raise RuntimeError(f"writing {name} produced an empty file")
+
+    stores.atomic_write(directory / name, checked)
+
+
 def _fsync_dir(directory: Path) -> None:
     """Make renames and unlinks in `directory` durable (best effort where unsupported)."""
     try:
@@ -470,11 +544,22 @@ def _fsync_dir(directory: Path) -> None:
 
 
 def _unlink(path: Path) -> None:
+    if _remote(path):
+        if path.fs.exists(path.path):
+            path.fs.rm_file(path.path)
+        return
     Path(path).unlink(missing_ok=True)
 
 
 def _clear_dir(path: Path) -> None:
-    """Remove everything inside `path` (a variant directory), keeping the directory."""
+    """Remove everything inside `path` (a variant directory), keeping the directory (in
+    an object store: its marker object)."""
+    if _remote(path):
+        prefix = path.path.rstrip("/") + "/"
+        for key in path.fs.find(prefix):
+            if key != prefix + ALLOCATED_MARKER:
+                path.fs.rm_file(key)
+        return
     for dirpath, dirnames, filenames in os.walk(path, topdown=False):
         for name in filenames:
             _unlink(Path(dirpath) / name)

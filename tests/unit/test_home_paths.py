@@ -53,3 +53,24 @@ def test_a_path_outside_the_layout_is_refused_naming_the_record(tmp_path, record
     with pytest.raises(ValueError, match=r"release r7: model_file: .*(layout|leaves)") as caught:
         model_path(tmp_path / "home", {"model_file": recorded}, "release r7")
     assert recorded in str(caught.value)
+
+
+def test_in_an_object_store_a_record_names_the_object_relative_to_the_store():
+    from upath import UPath
+
+    root = UPath("s3://bucket/prefix")
+    text = stored(root, root.joinpath(*MODEL.parts))
+    assert text == MODEL.as_posix()
+    assert str(resolve(root, text, MODEL_FILE_LAYOUT, "record")) == f"s3://bucket/prefix/{text}"
+    # A record written on a home before (absolute, in the layout): the store's object.
+    old = str(Path("/srv/old-home") / MODEL)
+    assert str(model_path(root, {"model_file": old}, "r")) == f"s3://bucket/prefix/{text}"
+    with pytest.raises(ValueError, match="is not under the store"):
+        stored(root, UPath("s3://bucket/prefix-other") / MODEL.as_posix())
+    for recorded in (
+        "../other/" + MODEL.as_posix(),
+        "/srv/other/warehouse/trained_model.json",
+        f"s3://elsewhere/{MODEL.as_posix()}",
+    ):
+        with pytest.raises(ValueError, match=r"release r7: model_file: .*(layout|leaves)"):
+            model_path(root, {"model_file": recorded}, "release r7")
