@@ -10,7 +10,7 @@ UV      := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 HOST    ?= 127.0.0.1
 PORT    ?= 3000
 
-.PHONY: help install run worker report releases dev feast rollback test test-preflight test-release test-unit test-integration test-e2e mutation bench lint clean
+.PHONY: help install run worker report releases dev feast rollback test test-preflight test-release test-unit test-integration test-e2e test-distributed mutation bench lint clean
 
 help:
 	@echo "make run    - install (first time) and materialize every asset with its gates"
@@ -67,7 +67,7 @@ feast: $(STAMP)
 test: $(STAMP)
 	$(PY) tests/lanes.py $(ARGS)
 
-test-preflight test-release test-unit test-integration test-e2e: $(STAMP)
+test-preflight test-release test-unit test-integration test-e2e test-distributed: $(STAMP)
 	$(PY) tests/lanes.py $(subst test-,,$@)
 
 # Mutants of the gate modules (tests/mutation.toml) in temp copies of the tree; not part of `make test`.

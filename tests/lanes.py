@@ -2,7 +2,7 @@
 
     python tests/lanes.py [--tests-dir DIR] [--report PATH] [lane ...]
 
-Lanes default to ``preflight release unit integration e2e``, in that order. Each
+Lanes default to ``preflight release unit integration e2e distributed``, in that order. Each
 lane is a separate ``python -m pytest <tests-dir>/<lane>`` process (the release
 lane: the must-pass tests listed in ``<tests-dir>/release.txt``, which the later
 lanes then skip, through ``lane_plugin``), so the memory one
@@ -12,7 +12,7 @@ pytest-xdist workers are sized to the memory available at that moment
 measured so the budgets below can be checked against reality.
 
 Real PostgreSQL and Redis come from ``services.ensure_services()`` once, right
-before the first lane that needs them (release, integration, e2e), so preflight runs
+before the first lane that needs them (release, integration, e2e, distributed), so preflight runs
 before any service is started; their URLs are passed to the lanes after it. Before the
 integration lane, ``services.ensure_chromium()`` installs Debian's chromium and
 chromium-driver when missing (the release report's browser test).
@@ -87,10 +87,13 @@ BUDGETS: dict[str, Budget] = {
     "integration": Budget(per_worker=900 * MIB, dist="worksteal"),
     # Whole pipelines, each on its own home, instance and SQLite stores (no shared server).
     "e2e": Budget(per_worker=int(1.2 * GIB), dist="worksteal"),
+    # One test: the whole graph on two Celery workers with the shared services (an S3
+    # server, an MLflow server, PostgreSQL, Redis) started by the test: ~3 GiB on its own.
+    "distributed": Budget(per_worker=None),
 }
-DEFAULT_LANES = ("preflight", "release", "unit", "integration", "e2e")
-NEEDS_SERVICES = frozenset({"release", "integration", "e2e"})
-NO_SKIP_LANES = frozenset({"release", "integration", "e2e"})
+DEFAULT_LANES = ("preflight", "release", "unit", "integration", "e2e", "distributed")
+NEEDS_SERVICES = frozenset({"release", "integration", "e2e", "distributed"})
+NO_SKIP_LANES = frozenset({"release", "integration", "e2e", "distributed"})
 NEEDS_CHROMIUM = frozenset({"integration"})  # the release report's browser test
 RELEASE_LIST = "release.txt"  # in the tests directory: the release lane's tests
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import redis
+from cluster import stop_process_group
 
 from e2i_platform.contract import INPUT_TABLES
 from e2i_platform.ops.instance import prepare_instance
@@ -50,16 +51,6 @@ def wait_ready(procs: dict[str, subprocess.Popen], logs: dict[str, Path]) -> Non
                 waiting.discard(name)
         time.sleep(0.3)
     assert not waiting, {n: logs[n].read_text()[-2000:] for n in waiting}
-
-
-def stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, 15)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, 9)
-            proc.wait(10)
 
 
 @pytest.fixture
@@ -130,7 +121,7 @@ def test_steps_of_one_run_execute_on_both_celery_workers(celery_env, tmp_path):
             }
     finally:
         for proc in workers.values():
-            stop(proc)
+            stop_process_group(proc, grace=20)
     assert materialized == {f"raw_{t}" for t in INPUT_TABLES}
     assert {f"raw_{t}" for t in INPUT_TABLES} <= set(ran_on), ran_on
     hosts = {host.split("@")[0] for host in ran_on.values()}
@@ -199,4 +190,4 @@ def test_a_worker_killed_mid_step_hands_the_step_to_the_other_and_the_run_comple
             assert {w.split("@")[0] for w in workers_of_again} == {"w2"}
     finally:
         for proc in workers.values():
-            stop(proc)
+            stop_process_group(proc, grace=20)
