@@ -79,6 +79,7 @@ def build_definitions(settings: Settings):
     from e2i_platform.training.assets import training_assets
     from e2i_platform.training.checks import no_leakage
 
+    settings.require_shared_state()  # Celery: no store may be a file of one worker
     home = str(settings.home)
     # Durable values on this disk (None) or in the shared object store every worker reads.
     store_url = settings.platform.store.url

@@ -117,9 +117,14 @@ def check_manifest(store: Path | UPath, release_id: str) -> ManifestCheck:
 
     if not path.exists():
         return broken("is missing")
+    # A missing object or bytes that are not JSON are a broken manifest; any other read
+    # error (a store briefly unreachable, credentials refused) is raised: a repair must
+    # never set an intact release aside because the store did not answer.
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+    except FileNotFoundError:
+        return broken("is missing")
+    except (UnicodeDecodeError, ValueError) as exc:
         return broken(f"is not readable JSON ({type(exc).__name__}: {exc})")
     if not isinstance(manifest, dict):
         return broken(f"does not hold a JSON object (it holds a {type(manifest).__name__})")

@@ -21,6 +21,7 @@ nothing here writes them anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -158,12 +159,17 @@ def advisory_lock(name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         lock_database_url(),
         connect_timeout=10,
         application_name="e2i-lock",
-        # A machine that vanishes without closing its connection releases its locks
-        # within about a minute.
+        # Keepalives on both ends: the client's notice a dead server, the server's
+        # (options) a vanished holder, whose locks PostgreSQL then frees within about a
+        # minute instead of after the OS's two-hour keepalive idle time.
         keepalives=1,
         keepalives_idle=30,
         keepalives_interval=10,
         keepalives_count=3,
+        options=(
+            "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 "
+            "-c tcp_keepalives_count=3 -c tcp_user_timeout=60000"
+        ),
     )
     try:
         conn.autocommit = True
@@ -182,7 +188,9 @@ def advisory_lock(name: str, timeout: float = LOCK_TIMEOUT_S) -> Iterator[None]:
         try:
             yield
         finally:
-            with conn.cursor() as cur:
+            # A connection that dropped has already freed the lock; its error must not
+            # replace the block's own outcome (a release that was published).
+            with contextlib.suppress(psycopg2.Error), conn.cursor() as cur:
                 cur.execute("SELECT pg_advisory_unlock(%s)", (key,))
     finally:
         conn.close()

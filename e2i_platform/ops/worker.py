@@ -44,6 +44,7 @@ def celery_app(queue: str, redelivery_seconds: int):
 def main(argv: list[str] | None = None) -> int:
     from e2i_platform.ops.execution import ExecutionConfigError
     from e2i_platform.settings import load_settings
+    from e2i_platform.settings.loader import ConfigError
 
     parser = argparse.ArgumentParser(prog="make worker", description=__doc__.split("\n")[0])
     parser.add_argument("--name", help="worker name (default e2i-<pid>); @<host> is appended")
@@ -63,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        settings.require_shared_state()
         app = celery_app(cfg.celery_queue, cfg.celery_redelivery_seconds)
-    except ExecutionConfigError as error:
+    except (ConfigError, ExecutionConfigError) as error:
         print(f"make worker: {error}", file=sys.stderr)
         return 2
     name = f"{args.name or f'e2i-{os.getpid()}'}@{socket.gethostname()}"

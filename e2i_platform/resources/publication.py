@@ -166,9 +166,12 @@ class Publications:
 
     def passes(self, asset: str, run_id: str) -> dict[str, dict]:
         """The checks that passed a run's value, each with the evidence it judged on."""
+        # Only "no passes yet" (no file) or an unreadable file is none: any other error
+        # (a store that is briefly unreachable) is raised, or the next pass would be
+        # written over the passes already stamped.
         try:
             return dict(json.loads(self._passes_path(asset, run_id).read_text()))
-        except (OSError, ValueError, TypeError):
+        except (FileNotFoundError, ValueError, TypeError):
             return {}
 
     def set_pass(self, asset: str, run_id: str, check: str, stamp: dict | None) -> dict:

@@ -191,6 +191,50 @@ class Settings:
             return "redis" if os.environ.get("REDIS_URL") else "sqlite"
         return chosen
 
+    def machine_local_state(self) -> list[str]:
+        """With steps on Celery workers (several machines), each store a step reads or
+        writes that would be a file of that worker's own: what to set instead. Empty when
+        every store is shared (or steps run on this machine only)."""
+        if self.platform.executor.kind != "celery":
+            return []
+        problems = []
+        if not self.platform.store.url:
+            problems.append(
+                "store.url is empty: values would stay on each worker's disk "
+                "(set E2I_STORE_URL=s3://bucket/prefix)"
+            )
+        if self.under_home(self.optuna.storage).startswith("sqlite"):
+            problems.append(
+                "optuna.storage is SQLite: each worker would tune its own study "
+                "(set OPTUNA_STORAGE_URL=postgresql+psycopg2://...)"
+            )
+        uri = os.environ.get("MLFLOW_TRACKING_URI") or self.mlflow.tracking_uri
+        if self.mlflow.enabled and not uri.startswith(("http://", "https://")):
+            problems.append(
+                "the MLflow tracking URI is not a tracking server: model artifacts would "
+                "stay on each worker's disk (set MLFLOW_TRACKING_URI=http://...)"
+            )
+        if self.platform.feature_store.registry != "sql":
+            problems.append(
+                "feature_store.registry is file: each worker would read its own registry "
+                "(set E2I_FEAST_REGISTRY=sql and E2I_FEAST_REGISTRY_URL)"
+            )
+        if self.online_store != "redis":
+            problems.append(
+                "the online store is SQLite: each worker would fill its own "
+                "(set REDIS_URL, E2I_ONLINE_STORE=redis)"
+            )
+        return problems
+
+    def require_shared_state(self) -> None:
+        """Refuse to build a distributed code location that would keep state on a
+        worker's disk (ConfigError naming every store and what to set)."""
+        if problems := self.machine_local_state():
+            raise ConfigError(
+                "platform.executor.kind is celery (E2I_EXECUTOR), but steps on several "
+                "machines need stores they all share:\n  " + "\n  ".join(problems)
+            )
+
 
 def load_settings(directory: Path | None = None, env: str | None = None) -> Settings:
     directory = (directory or config_dir()).resolve()

@@ -21,7 +21,23 @@ def test_multiprocess_is_the_default_with_its_cap(e2i_home, monkeypatch):
     assert executor_def(settings).name == "multiprocess"
 
 
+SHARED_STORES = {
+    "E2I_STORE_URL": "s3://bucket/prefix",
+    "OPTUNA_STORAGE_URL": "postgresql+psycopg2://optuna@db.internal:5432/optuna",
+    "MLFLOW_TRACKING_URI": "http://mlflow.internal:5000",
+    "E2I_FEAST_REGISTRY": "sql",
+    "E2I_FEAST_REGISTRY_URL": "postgresql+psycopg2://feast@db.internal:5432/feast",
+    "E2I_ONLINE_STORE": "redis",
+}
+
+
+def shared_stores(monkeypatch) -> None:
+    for key, value in SHARED_STORES.items():
+        monkeypatch.setenv(key, value)
+
+
 def test_celery_reads_the_broker_from_the_environment_and_never_stores_it(e2i_home, monkeypatch):
+    shared_stores(monkeypatch)
     monkeypatch.setenv("E2I_EXECUTOR", "celery")
     monkeypatch.setenv("E2I_CELERY_QUEUE", "e2i-unit")
     monkeypatch.setenv("REDIS_URL", SECRET_BROKER)
@@ -51,6 +67,7 @@ def test_every_celery_key_and_the_queue_carry_the_queue_prefix():
 
 
 def test_celery_without_a_broker_is_an_error_naming_both_variables(e2i_home, monkeypatch):
+    shared_stores(monkeypatch)
     monkeypatch.setenv("E2I_EXECUTOR", "celery")
     monkeypatch.delenv("REDIS_URL", raising=False)
     settings = load_settings()
@@ -63,3 +80,29 @@ def test_make_worker_refuses_a_multiprocess_configuration(e2i_home, capsys):
 
     assert main([]) == 2
     assert "E2I_EXECUTOR=celery" in capsys.readouterr().err
+
+
+def test_celery_refuses_every_store_that_would_be_a_workers_own_file(e2i_home, monkeypatch):
+    from e2i_platform.settings.loader import ConfigError
+
+    monkeypatch.setenv("E2I_EXECUTOR", "celery")
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/0")
+    monkeypatch.setenv("E2I_ONLINE_STORE", "sqlite")
+    settings = load_settings()
+    problems = "\n".join(settings.machine_local_state())
+    for named in (
+        "E2I_STORE_URL",
+        "OPTUNA_STORAGE_URL",
+        "MLFLOW_TRACKING_URI",
+        "E2I_FEAST_REGISTRY=sql",
+        "online store is SQLite",
+    ):
+        assert named in problems
+    with pytest.raises(ConfigError, match="steps on several machines need stores"):
+        definitions(settings)
+    # Every store shared: nothing to refuse; multiprocess never asks.
+    shared_stores(monkeypatch)
+    assert load_settings().machine_local_state() == []
+    monkeypatch.setenv("E2I_EXECUTOR", "multiprocess")
+    monkeypatch.delenv("E2I_STORE_URL")
+    assert load_settings().machine_local_state() == []
