@@ -20,6 +20,9 @@
    point-in-time join at 20k against the Dask join it replaced.
 6. Alerts (bench/alerts.py): from a gate failing to its alert arriving at a webhook,
    under a real `dagster-daemon` at the default sensor interval; duplicates; recovery.
+7. Distributed (bench/distributed.py): the default graph on two Celery workers with
+   every store shared (PostgreSQL, Redis, moto S3, an MLflow server) against a cold
+   `make run` on one machine, wall time and the workers' peak RSS.
 
 Prints a table and writes bench/results/latest.json. Not part of `make test`.
 """
@@ -293,7 +296,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
-GROUPS = ("load", "gates", "feature_store", "hpo", "scale", "alerts")
+GROUPS = ("load", "gates", "feature_store", "hpo", "scale", "alerts", "distributed")
 
 
 def main() -> int:
@@ -341,6 +344,10 @@ def main() -> int:
         from alerts import bench_alerts
 
         rows += bench_alerts()
+    if "distributed" in groups:
+        from distributed import bench_distributed
+
+        rows += bench_distributed()
     if "scale" in groups:
         from scale import bench_scale
 
