@@ -55,14 +55,15 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def start(run_id: str, step_key: str) -> None:
-    """Start the step's clock and memory peak, once per step."""
+def start(run_id: str, step_key: str, clock: bool = True) -> None:
+    """Start the step's clock and memory peak, once per step; `clock=False`: the peak
+    only (a step that reports its own seconds, e.g. hpo_study's whole graph)."""
     if (run_id, step_key) in _STARTED:
         return
     if len(_STARTED) > 1000:  # steps that failed never finished: keep this bounded
         _STARTED.clear()
     release_free_memory()
-    _STARTED[(run_id, step_key)] = (time.perf_counter(), _reset_peak())
+    _STARTED[(run_id, step_key)] = (time.perf_counter() if clock else None, _reset_peak())
 
 
 def finish(run_id: str, step_key: str) -> dict[str, dg.MetadataValue]:

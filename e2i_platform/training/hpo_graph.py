@@ -204,8 +204,13 @@ def collect_study_step(
     e2i_config: ConfigResource,
     mlflow: MlflowResource,
 ) -> dg.Output:
+    from e2i_platform.lib import step_cost
     from e2i_platform.training.study import collect_study
 
+    # Its inputs come through Dagster's IO manager, which starts no step cost: the peak
+    # is this step's own (the slots' are in the record); the seconds are the graph's.
+    step = context.get_step_execution_context()
+    step_cost.start(step.run_id, step.step.key, clock=False)
     settings = e2i_config.settings()
     retries = settings.platform.retries
     with retry_transient(context, retries.max_retries, retries.first_wait_seconds):
