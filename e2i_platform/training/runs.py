@@ -495,12 +495,7 @@ def _atomic_write(directory: Path, name: str, writer: Callable[[Path], None]) ->
     tmp = Path(tmp_name)
     try:
         writer(tmp)
-        try:
-            size = tmp.stat().st_size
-        except FileNotFoundError:
-            raise RuntimeError(f"writing {name} left no file at {tmp}") from None
-        if size == 0:
-            raise RuntimeError(f"writing {name} produced an empty file")
+        _check_written(tmp, name)
         fd = os.open(tmp, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -514,17 +509,22 @@ def _atomic_write(directory: Path, name: str, writer: Callable[[Path], None]) ->
     _fsync_dir(directory)
 
 
+def _check_written(tmp: Path, name: str) -> None:
+    """A writer must leave a non-empty file: an empty model file is never published."""
+    try:
+        size = tmp.stat().st_size
+    except FileNotFoundError:
+        raise RuntimeError(f"writing {name} left no file at {tmp}") from None
+    if size == 0:
+        raise RuntimeError(f"writing {name} produced an empty file")
+
+
 def _upload(directory, name: str, writer: Callable[[Path], None]) -> None:
     """writer(local temp file), checked non-empty, then one PUT to `directory/name`."""
 
     def checked(tmp: Path) -> None:
         writer(tmp)
-        try:
-            size = tmp.stat().st_size
-        except FileNotFoundError:
-            raise RuntimeError(f"writing {name} left no file at {tmp}") from None
-        if size == 0:
-            raise RuntimeError(f"writing {name} produced an empty file")
+        _check_written(tmp, name)
 
     stores.atomic_write(directory / name, checked)
 
