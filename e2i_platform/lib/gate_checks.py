@@ -75,7 +75,7 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     (spec,) = context.check_specs
     check_key = spec.key
     asset = check_key.asset_key
-    loaded = take_loaded(step.run_id, step.step.key)
+    loaded, judged_bytes = take_loaded(step.run_id, step.step.key)
     # What was loaded is what was judged; an asset read any other way (the online store
     # behind online_features) is judged as its latest materialization now.
     read = {asset, *check_reads(graph, check_key)}
@@ -86,7 +86,10 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
     metadata.update(evidence_metadata(found))
     if publishes(graph, asset):
         run_id = judged[asset.to_user_string()]
-        metadata.update(_audit(context, graph, check_key, run_id, result, settings, found))
+        stamp = {**found, "sha256": judged_bytes}
+        if judged_bytes:
+            metadata["judged_sha256"] = dg.MetadataValue.text(judged_bytes)
+        metadata.update(_audit(context, graph, check_key, run_id, result, settings, stamp))
     return dg.AssetCheckResult(
         passed=result.passed,
         severity=result.severity,
@@ -100,7 +103,10 @@ def seal(context: dg.AssetCheckExecutionContext, result: dg.AssetCheckResult, se
 def _audit(context, graph, check_key, run_id: str | None, result, settings, found) -> dict:
     """Stamp (or withdraw) this check's pass of the value of `run_id`; publish it when the
     stamps of every blocking check of the asset hold now, by the verdict rule's own
-    evidence test, and the value is still the asset's latest."""
+    evidence test, and the value is still the asset's latest. A stamp names the sha256
+    of the bytes its check read (None for a check that read no stored value): passes of
+    different bytes of one run (an attempt delivered twice wrote it again) never add
+    up, and only the bytes they judged are published."""
     from e2i_platform.lib.gates import expected_now
     from e2i_platform.lib.verdicts import evidence_problem, latest_materializations
 
@@ -151,11 +157,21 @@ def _audit(context, graph, check_key, run_id: str | None, result, settings, foun
             )
             if problem:
                 waiting.append(f"{other.name} ({problem})")
+        judged = {s["sha256"] for s in stamps.values() if s.get("sha256")}
+        if len(judged) > 1:
+            waiting.append(
+                f"the passes judged different bytes of run {run_id} (sha256 "
+                + ", ".join(sorted(f"{sha[:12]}…" for sha in judged))
+                + "): it was written again between them"
+            )
         if waiting:
             return {"published": dg.MetadataValue.text("not yet: " + "; ".join(waiting))}
         if pubs.published_run(name) == run_id:
             return {"published": dg.MetadataValue.text(f"already published (run {run_id})")}
-        record = pubs.publish(name, run_id, ext, sorted(stamps))
+        try:
+            record = pubs.publish(name, run_id, ext, sorted(stamps), next(iter(judged), None))
+        except ValueError as refused:
+            return {"published": dg.MetadataValue.text(f"not published: {refused}")}
     return {"published": dg.MetadataValue.path(str(pubs.warehouse / record["path"]))}
 
 

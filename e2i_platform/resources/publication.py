@@ -63,6 +63,10 @@ RECORDS = ".published"
 # The IO manager fills it while loading a step's inputs; the check that runs next in
 # the same process takes it, so its verdict records exactly what it read.
 _LOADED: dict[tuple[str, str], dict[str, str]] = {}
+# The sha256 of the bytes a check step read of the value it audits, by (run id, step
+# key): a pass is bound to those bytes, not only to the run that wrote them (a step
+# attempt delivered twice can write the same run's staged value again).
+_JUDGED_BYTES: dict[tuple[str, str], str] = {}
 
 
 # sha256 of published files by their state (on disk: inode, size, mtime; in an object
@@ -70,12 +74,19 @@ _LOADED: dict[tuple[str, str], dict[str, str]] = {}
 _HASHED: dict[tuple, str] = {}
 
 
-def note_loaded(run_id: str, step_key: str, asset: str, value_run_id: str) -> None:
+def note_loaded(
+    run_id: str, step_key: str, asset: str, value_run_id: str, sha256: str | None = None
+) -> None:
+    """A step read `asset`'s value of `value_run_id`; `sha256`: the bytes a check read of
+    the value it audits."""
     _LOADED.setdefault((run_id, step_key), {})[asset] = value_run_id
+    if sha256 is not None:
+        _JUDGED_BYTES[(run_id, step_key)] = sha256
 
 
-def take_loaded(run_id: str, step_key: str) -> dict[str, str]:
-    return _LOADED.pop((run_id, step_key), {})
+def take_loaded(run_id: str, step_key: str) -> tuple[dict[str, str], str | None]:
+    """What a step read ({asset: run id}) and the sha256 of the audited value's bytes."""
+    return _LOADED.pop((run_id, step_key), {}), _JUDGED_BYTES.pop((run_id, step_key), None)
 
 
 def write_json(obj, path: Path) -> None:
@@ -185,23 +196,42 @@ class Publications:
         atomic_write_json(current, self._passes_path(asset, run_id))
         return current
 
-    def publish(self, asset: str, run_id: str, ext: str, checks: list[str]) -> dict:
+    def publish(
+        self, asset: str, run_id: str, ext: str, checks: list[str], judged: str | None = None
+    ) -> dict:
         """Make a run's staged value the published one: the file readers see is replaced
-        atomically, then the record says which run it is. Call under `lock`."""
+        atomically, then the record says which run it is. With `judged` (the sha256 of
+        the bytes the checks passed), bytes that differ are never published: a
+        `ValueError` names both, and the published value stays. Call under `lock`."""
         staged = self.staged_path(asset, run_id, ext)
         if not staged.exists():
             raise FileNotFoundError(f"{asset}: no staged value of run {run_id} at {staged}")
-        digest = sha256_file(staged)  # of the bytes published, whoever publishes next
         target = self.published_path(asset, ext)
+        # The bytes are fixed first (a link to the staged file on disk, a copy of the
+        # object in a store) and hashed there: a writer that replaces the staged value
+        # now cannot change what is published after it was compared.
         if self.remote:
-            # One server-side copy: readers of the key see the old object or the new one.
-            self.warehouse.fs.copy(staged.path, target.path)
+            fixed = staged.with_name(f"{staged.name}.publishing")
+            self.warehouse.fs.copy(staged.path, fixed.path)
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{run_id}.tmp")
-            tmp.unlink(missing_ok=True)
-            os.link(staged, tmp)  # same file system: no copy, the staged path stays valid
-            os.replace(tmp, target)
+            fixed = target.with_name(f".{target.name}.{run_id}.tmp")
+            fixed.unlink(missing_ok=True)
+            os.link(staged, fixed)  # same file system: no copy, the staged path stays valid
+        digest = sha256_file(fixed)
+        if judged is not None and digest != judged:
+            _remove(fixed)
+            raise ValueError(
+                f"{asset}: the staged value of run {run_id} at {staged} is not the value its "
+                f"checks passed (sha256 {digest[:12]}… now, {judged[:12]}… judged): it was "
+                "written again after they judged it; not published"
+            )
+        if self.remote:
+            # One server-side copy: readers of the key see the old object or the new one.
+            self.warehouse.fs.copy(fixed.path, target.path)
+            _remove(fixed)
+        else:
+            os.replace(fixed, target)
         record = {
             "asset": asset,
             "run_id": run_id,

@@ -4,6 +4,7 @@ gates."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,10 @@ class PublishingIOManager(dg.ConfigurableIOManager):
         """The stored value (at a local path, or a `UPath` in an object store); a table
         input may ask for some `columns` only (input metadata `columns`, e.g.
         `dg.AssetIn(metadata={"columns": [...]})`)."""
+        raise NotImplementedError
+
+    def parse(self, data: bytes, columns: list[str] | None = None):
+        """The stored value from its bytes (what a check step read and hashed)."""
         raise NotImplementedError
 
     def describe(self, obj) -> dict:
@@ -102,26 +107,31 @@ class PublishingIOManager(dg.ConfigurableIOManager):
                     f"(not at {pubs.staged_path(asset, str(run_id), self.extension)}, not "
                     "published); materialize it again"
                 )
-        else:
-            if not step.is_asset_check_step:
-                step_cost.start(step.run_id, step.step.key)
-                # An asset's upstream gates are judged before it reads anything; a check
-                # reads the published value of what it compares with (the last good one).
-                guard_step(step, self.e2i_config.settings())
-            record = pubs.record(asset)
-            path = self.path_for(key)
-            if record is None or not path.exists():
-                raise dg.Failure(
-                    f"{asset}: no published value at {path}: it was never materialized, or "
-                    "no value of it has passed its gates yet"
-                )
-            if not pubs.intact(asset, self.extension, record):
-                raise dg.Failure(
-                    f"{asset}: the published file {path} was changed after it was published "
-                    f"(run {record['run_id']}; its sha256 differs from "
-                    f"{pubs.record_path(asset)}): refusing to read it. Materialize {asset} again."
-                )
-            run_id = record["run_id"]
+            # Read once and hashed: the check's pass is bound to these very bytes, and
+            # publication refuses any others (`Publications.publish(judged=...)`).
+            data = path.read_bytes()
+            sha256 = hashlib.sha256(data).hexdigest()
+            note_loaded(step.run_id, step.step.key, asset, run_id, sha256)
+            return self.parse(data, context.definition_metadata.get("columns"))
+        if not step.is_asset_check_step:
+            step_cost.start(step.run_id, step.step.key)
+            # An asset's upstream gates are judged before it reads anything; a check
+            # reads the published value of what it compares with (the last good one).
+            guard_step(step, self.e2i_config.settings())
+        record = pubs.record(asset)
+        path = self.path_for(key)
+        if record is None or not path.exists():
+            raise dg.Failure(
+                f"{asset}: no published value at {path}: it was never materialized, or "
+                "no value of it has passed its gates yet"
+            )
+        if not pubs.intact(asset, self.extension, record):
+            raise dg.Failure(
+                f"{asset}: the published file {path} was changed after it was published "
+                f"(run {record['run_id']}; its sha256 differs from "
+                f"{pubs.record_path(asset)}): refusing to read it. Materialize {asset} again."
+            )
+        run_id = record["run_id"]
         note_loaded(step.run_id, step.step.key, asset, run_id)
         return self.read(path, context.definition_metadata.get("columns"))
 
@@ -153,6 +163,13 @@ class WarehouseIOManager(PublishingIOManager):
         with path.open("rb") as f:
             return pd.read_parquet(f, columns=columns)
 
+    def parse(self, data: bytes, columns: list[str] | None = None):
+        import io
+
+        import pandas as pd
+
+        return pd.read_parquet(io.BytesIO(data), columns=columns)
+
     def describe(self, obj) -> dict:
         return {"dagster/row_count": dg.MetadataValue.int(len(obj))}
 
@@ -172,3 +189,8 @@ class RecordIOManager(PublishingIOManager):
         import json
 
         return json.loads(path.read_text())
+
+    def parse(self, data: bytes, columns: list[str] | None = None) -> dict:
+        import json
+
+        return json.loads(data)

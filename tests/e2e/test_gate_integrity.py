@@ -397,3 +397,45 @@ def test_a_pass_that_no_longer_holds_does_not_publish(instance, generated, e2i_h
     assert check.passed
     assert "expectations (it was judged under configuration" in check.metadata["published"].value
     assert not published.exists()
+
+
+def test_a_value_written_again_after_its_checks_is_not_published(instance, generated, e2i_home):
+    """A step attempt delivered twice (a Celery redelivery) writes run R's staged value
+    again after expectations passed it. references_resolve then passes the new bytes,
+    but the two passes judged different bytes: nothing is published, and publication
+    itself refuses bytes its checks did not judge."""
+    from e2i_platform.resources.publication import Publications
+
+    write_landing(e2i_home, "hcp_profiles", generated.table("hcp_profiles").head(20))
+    defs = definitions(load_settings())
+    first = run(defs, instance, selection=table_selection("patient_journeys"))
+    expectations = evaluations(first)["patient_journeys.expectations"]
+    assert expectations.passed
+    assert evaluations(first)["patient_journeys.references_resolve"].passed is False
+    pubs = Publications.for_settings(load_settings())
+    staged = pubs.staged_path("patient_journeys", first.run_id, "parquet")
+    judged = expectations.metadata["judged_sha256"].value
+    journeys = pd.read_parquet(staged)
+    # The second attempt's value: same run, same rows in another order (other bytes).
+    pubs.stage(
+        "patient_journeys",
+        first.run_id,
+        "parquet",
+        lambda p: journeys.iloc[::-1].to_parquet(p, index=False),
+    )
+
+    (e2i_home / "landing" / "hcp_profiles.parquet").unlink()  # the generator's full set
+    assert run(defs, instance, selection=table_selection("hcp_profiles")).success
+    refs = dg.AssetCheckKey(dg.AssetKey("patient_journeys"), "references_resolve")
+    again = evaluations(run(defs, instance, selection=dg.AssetSelection.checks(refs)))
+    check = again["patient_journeys.references_resolve"]
+    assert check.passed
+    assert check.metadata["judged_sha256"].value != judged
+    assert "the passes judged different bytes" in check.metadata["published"].value
+    assert not (e2i_home / "warehouse" / "patient_journeys.parquet").exists()
+
+    # Publication checks the bytes itself, under the lock, whoever asks.
+    with pytest.raises(ValueError, match="is not the value its checks passed"):
+        pubs.publish("patient_journeys", first.run_id, "parquet", ["expectations"], judged)
+    assert not (e2i_home / "warehouse" / "patient_journeys.parquet").exists()
+    assert staged.exists()  # the value stays staged, for whoever looks into it

@@ -95,6 +95,12 @@ def test_stage_pass_publish_on_the_object_store(object_store: ObjectStore, tmp_p
     assert "prefix/warehouse/.staged/scores/run-2.parquet" in object_store.object_keys()
     assert pubs.problem("scores", "parquet", "run-1") is None
     assert "from run run-1, not run run-2" in pubs.problem("scores", "parquet", "run-2")
+    # Bytes other than the ones its checks judged are not published (a second attempt
+    # wrote run-2 again): the published object stays, no copy is left behind.
+    with pubs.lock("scores"), pytest.raises(ValueError, match="not the value its checks"):
+        pubs.publish("scores", "run-2", "parquet", ["schema"], _sha256(staged_bytes))
+    assert object_store.get("prefix/warehouse/scores.parquet") == published_bytes
+    assert not [k for k in object_store.object_keys() if k.endswith(".publishing")]
 
     # Bytes changed behind the record's back (a new ETag) are caught.
     object_store.client().put_object(
