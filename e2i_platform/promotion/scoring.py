@@ -44,15 +44,17 @@ def score_current_patients(home: Path, champion: dict, journeys: pd.DataFrame, s
     models' store (`training.model_run.model_store`: the home, or the object store; the
     manifest names it relative to that root), as it was released (sha256)."""
     from e2i_platform.training.model_data import as_model_input
-    from e2i_platform.training.model_run import load_booster, model_file_mismatch, model_path
+    from e2i_platform.training.model_run import load_verified_booster, model_path
     from e2i_platform.training.runs import METADATA_FILE
 
     model = champion["model"]
     model_file = model_path(home, model, f"release {champion['release_id']}")
-    if problem := model_file_mismatch(model_file, model["model_sha256"]):
+    try:
+        booster = load_verified_booster(model_file, model["model_sha256"])
+    except ValueError as problem:
         raise ValueError(
             f"patient_risk_scores: release {champion['release_id']}'s model file {problem}"
-        )
+        ) from None
     metadata = json.loads((model_file.parent / METADATA_FILE).read_text())
     entities = current_patients(journeys)
     served = online_feature_frame(store, entities)
@@ -64,7 +66,7 @@ def score_current_patients(home: Path, champion: dict, journeys: pd.DataFrame, s
             f"{missing_columns}, which the champion {champion['release_id']} needs"
         )
     X = as_model_input(served, features, metadata["categories"]) if len(entities) else None
-    score = load_booster(model_file).predict(X) if X is not None else []
+    score = booster.predict(X) if X is not None else []
     threshold = champion["metrics"]["threshold"]
     version = model.get("mlflow", {}).get("model_version") or f"sha-{model['model_sha256'][:12]}"
     now = pd.Timestamp(datetime.now(UTC))

@@ -57,6 +57,23 @@ def load_booster(path: Path | UPath):
     return lgb.Booster(model_file=str(path))
 
 
+def load_verified_booster(path: Path | UPath, sha256: str):
+    """The LightGBM model in `path` if its bytes are the ones `sha256` names, read once
+    (what is hashed is what is loaded); raises `ValueError` saying why not (missing, or
+    other bytes)."""
+    import hashlib
+
+    import lightgbm as lgb
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"{path} is missing") from None
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise ValueError(f"{path} is not the expected file (its sha256 is not {sha256[:12]}…)")
+    return lgb.Booster(model_str=data.decode("utf-8"))
+
+
 def model_file_mismatch(path: Path | UPath, sha256: str) -> str | None:
     """Why the model file `path` (on disk or in the object store) does not hold the bytes
     `sha256` names (missing, or other bytes), or None (`lib.versions.file_mismatch`)."""
@@ -265,7 +282,13 @@ def evaluate_models(settings, dataset, trained: dict, mlflow) -> dict:
     data = model_data(dataset)
     models = model_store(settings)
     model_file = model_path(models, trained, "trained_model")
-    booster = load_booster(model_file)
+    try:
+        booster = load_verified_booster(model_file, trained["model_sha256"])
+    except ValueError as problem:
+        raise ValueError(
+            f"model_evaluation: trained_model's file {problem}: it was replaced after "
+            "training; materialize trained_model again"
+        ) from None
     features = trained["features"]
     gates = settings.promotion
     record = evaluate(
@@ -325,12 +348,19 @@ def _champion_on_same_test(
     }
     path = model_path(models, model, f"release {release['release_id']}")
     missing = [f for f in model["features"] if f not in data.X["test"].columns]
-    if not path.exists() or missing:
+    why, booster = (f"features {missing}" if missing else None), None
+    if not missing:
+        try:
+            # The champion as released: a file replaced since is not what was released.
+            booster = load_verified_booster(path, model["model_sha256"])
+        except ValueError as problem:
+            why = f"model file {problem}"
+    if booster is None:
         out["comparable"] = False
-        out["why"] = f"model file missing: {path}" if not path.exists() else f"features {missing}"
+        out["why"] = why
         out["recorded_roc_auc"] = release["metrics"]["roc_auc"]
         return out
-    score = load_booster(path).predict(data.X["test"][model["features"]])
+    score = booster.predict(data.X["test"][model["features"]])
     out["comparable"] = True
     out["roc_auc_same_test"] = round(float(roc_auc_score(data.y["test"], score)), 6)
     # The champion's curves and regional ROC-AUC on the same rows, for the release report.

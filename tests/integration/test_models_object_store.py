@@ -249,6 +249,10 @@ def test_model_files_live_in_the_object_store(
     v2_url = re.escape(f"{object_store.url}/{second['model_file']}")
     with pytest.raises(ValueError, match=rf"{v2_url} is not the expected"):
         score_current_patients(models, current_release(releases), journeys, feature_store)
+    # ...and the champion comparison does not score with it: the recorded figure is used.
+    changed = _champion_on_same_test(releases, models, data, first, min_rows=10)
+    assert changed["comparable"] is False and "roc_auc_same_test" not in changed
+    assert re.search(rf"model file {v2_url} is not the expected file", changed["why"])
 
     # --- the reuse check of `make run`: a published trained_model record whose model
     # object changed (or went) is not reused.

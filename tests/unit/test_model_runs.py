@@ -355,3 +355,29 @@ def test_continue_from_previous_with_no_complete_run_trains_from_scratch(tmp_pat
     decision = runs.decide("continue_from_previous")
     assert (decision.action, decision.variant, decision.previous) == ("train", 1, None)
     assert "no complete run" in decision.reason
+
+
+def test_a_model_is_loaded_only_as_the_bytes_its_record_names(tmp_path):
+    """What is hashed is what is loaded (one read): a file replaced since its record was
+    written, or gone, is refused by name, never scored with."""
+    import hashlib
+
+    import lightgbm as lgb
+    import numpy as np
+
+    from e2i_platform.training.model_run import load_verified_booster
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    booster = lgb.train({"verbose": -1}, lgb.Dataset(X, y), num_boost_round=3)
+    path = tmp_path / MODEL_FILE
+    booster.save_model(str(path))
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    np.testing.assert_allclose(load_verified_booster(path, sha).predict(X), booster.predict(X))
+    path.write_text(path.read_text() + "\n")  # another actor's edit
+    with pytest.raises(ValueError, match=f"{path} is not the expected file"):
+        load_verified_booster(path, sha)
+    path.unlink()
+    with pytest.raises(ValueError, match=f"{path} is missing"):
+        load_verified_booster(path, sha)
