@@ -7,6 +7,7 @@ file and the key path, never a silently ignored setting.
 from __future__ import annotations
 
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -71,6 +72,26 @@ class StoreSettings(Strict):
     environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)."""
 
     url: str | None = None
+
+    @model_validator(mode="after")
+    def _a_bucket_url_without_credentials(self):
+        # Credentials in the URL would reach the run config, the UI and every log line
+        # that names a stored path; only S3-compatible stores are built and tested.
+        if not self.url:
+            return self
+        parts = urlsplit(self.url)
+        if parts.scheme != "s3" or not parts.hostname:
+            raise ValueError(
+                f"platform.store.url {self.url!r}: expected s3://bucket[/prefix] (an "
+                "S3-compatible store; its endpoint from AWS_ENDPOINT_URL)"
+            )
+        if parts.username or parts.password or parts.query:
+            raise ValueError(
+                "platform.store.url must not carry credentials or options (user, password "
+                "or query): set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and "
+                "AWS_ENDPOINT_URL in the environment"
+            )
+        return self
 
 
 SourcePolicy = Literal["landing", "generator", "auto"]

@@ -164,3 +164,25 @@ def test_a_source_policy_for_an_unknown_table_or_kind_is_named(config_copy, e2i_
         ConfigError, match=r"platform\.yaml: sources\.tables\.triggers: Input should be"
     ):
         load_settings()
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("s3://key:hunter2@bucket/prefix", "must not carry credentials"),
+        ("s3://bucket/prefix?endpoint_url=http://x", "must not carry credentials"),
+        ("/mnt/shared", "expected s3://bucket"),
+        ("gs://bucket/prefix", "expected s3://bucket"),
+    ],
+)
+def test_a_store_url_is_a_bucket_without_credentials(e2i_home, monkeypatch, url, said):
+    monkeypatch.setenv("E2I_STORE_URL", url)
+    with pytest.raises(ConfigError, match=r"platform\.yaml: store") as err:
+        load_settings()
+    assert said in str(err.value)
+    assert "hunter2" not in str(err.value)  # the error never repeats a secret
+
+
+def test_a_bucket_url_is_a_store(e2i_home, monkeypatch):
+    monkeypatch.setenv("E2I_STORE_URL", "s3://bucket/prefix")
+    assert load_settings().platform.store.url == "s3://bucket/prefix"
