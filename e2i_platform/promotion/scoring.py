@@ -45,7 +45,7 @@ def score_current_patients(home: Path, champion: dict, journeys: pd.DataFrame, s
     manifest names it relative to that root), as it was released (sha256)."""
     from e2i_platform.training.model_data import as_model_input
     from e2i_platform.training.model_run import load_verified_booster, model_path
-    from e2i_platform.training.runs import METADATA_FILE
+    from e2i_platform.training.run_files import METADATA_FILE
 
     model = champion["model"]
     model_file = model_path(home, model, f"release {champion['release_id']}")

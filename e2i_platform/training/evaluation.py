@@ -227,7 +227,7 @@ def production_cost(instance, home, trained: dict, run_id: str) -> dict:
     unmeasured, never 0. `home`: the models' store the record's paths are relative to
     (`training.model_run.model_store`: the home, or the object store)."""
     from e2i_platform.lib.home_paths import resolve, stored
-    from e2i_platform.training.runs import VARIANT_LAYOUT
+    from e2i_platform.training.run_files import VARIANT_LAYOUT
 
     parts, problems = [], []
     variant = resolve(home, trained["path"], VARIANT_LAYOUT, "trained_model: path")
@@ -290,7 +290,7 @@ def model_size(home, trained: dict) -> dict:
     `home`: the models' store (`training.model_run.model_store`: the home, or the object
     store, whose allocation marker is no file of the model)."""
     from e2i_platform.lib.home_paths import resolve
-    from e2i_platform.training.runs import ALLOCATED_MARKER, VARIANT_LAYOUT
+    from e2i_platform.training.run_files import ALLOCATED_MARKER, VARIANT_LAYOUT
 
     variant = resolve(home, trained["path"], VARIANT_LAYOUT, "trained_model: path")
     if not variant.is_dir():

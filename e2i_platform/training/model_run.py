@@ -91,7 +91,7 @@ def model_path(home: Path | UPath, model: dict, where: str) -> Path | UPath:
     store, or absolute from before), as a file of the store `home` (the home, or the
     object store: `model_store`; `lib.home_paths`)."""
     from e2i_platform.lib.home_paths import resolve
-    from e2i_platform.training.runs import MODEL_FILE_LAYOUT
+    from e2i_platform.training.run_files import MODEL_FILE_LAYOUT
 
     return resolve(home, model["model_file"], MODEL_FILE_LAYOUT, f"{where}: model_file")
 
@@ -99,7 +99,7 @@ def model_path(home: Path | UPath, model: dict, where: str) -> Path | UPath:
 def _previous(home: Path | UPath, recorded: str | None, where: str) -> str | None:
     """The run a model continued from, relative to the home (absolute in old metadata)."""
     from e2i_platform.lib.home_paths import resolve, stored
-    from e2i_platform.training.runs import VARIANT_LAYOUT
+    from e2i_platform.training.run_files import VARIANT_LAYOUT
 
     if not recorded:
         return None
@@ -109,7 +109,11 @@ def _previous(home: Path | UPath, recorded: str | None, where: str) -> str | Non
 def model_identity(settings, dataset, hpo: dict, features: list[str]):
     """(spec fingerprint, exec fingerprint, what went into them)."""
     from e2i_platform.lib.versions import code_version, frame_version
-    from e2i_platform.training.runs import exec_fingerprint, library_versions, spec_fingerprint
+    from e2i_platform.training.fingerprints import (
+        exec_fingerprint,
+        library_versions,
+        spec_fingerprint,
+    )
 
     training = settings.training.model_dump(exclude={"run_mode"})
     spec_inputs = {
@@ -167,61 +171,74 @@ def train_or_reuse(settings, dataset, hpo: dict, mode: str, mlflow) -> dict:
     from e2i_platform.lib.home_paths import stored
     from e2i_platform.training.hpo import fit_booster
     from e2i_platform.training.model_data import model_data
-    from e2i_platform.training.runs import METADATA_FILE, METRICS_FILE, MODEL_FILE, ModelRuns
+    from e2i_platform.training.run_files import METADATA_FILE, METRICS_FILE, MODEL_FILE
+    from e2i_platform.training.runs import ModelRuns
 
     data = model_data(dataset)
     spec, exec_, inputs = model_identity(settings, dataset, hpo, data.features)
     home = model_store(settings)  # the models' store: the home, or the object store
     runs = ModelRuns(home / "models", settings.training.model_name, spec, exec_)
-    decision = runs.decide(mode)
-    if decision.action == "reuse":
-        path = decision.path
-        metrics = json.loads((path / METRICS_FILE).read_text())
-        record = _record(home, decision, metrics, json.loads((path / METADATA_FILE).read_text()))
-        # The reused model is this run's candidate: `challenger` names its version again.
-        record["challenger"] = mlflow.keep_candidate(record["mlflow"])
-        return record
+    # The variant's writer lock is held until its files are written: until then another
+    # run's resume_if_incomplete sees it being written and leaves it alone.
+    with runs.decided(mode) as decision:
+        if decision.action == "reuse":
+            path = decision.path
+            metrics = json.loads((path / METRICS_FILE).read_text())
+            metadata = json.loads((path / METADATA_FILE).read_text())
+            record = _record(home, decision, metrics, metadata)
+            # The reused model is this run's candidate: `challenger` names its version again.
+            record["challenger"] = mlflow.keep_candidate(record["mlflow"])
+            return record
 
-    params, rounds, init_model, previous = hpo["best_params"], hpo["best_iteration"], None, None
-    if decision.action == "continue":
-        previous = decision.previous
-        before = json.loads((previous / METADATA_FILE).read_text())
-        if before["features"] != data.features:
-            raise ValueError(
-                f"continue_from_previous: {previous} was trained on other features "
-                f"({len(before['features'])} vs {len(data.features)}); use force_new"
-            )
-        init_model, rounds = previous / MODEL_FILE, settings.training.continue_rounds
-        # LightGBM reads a local file by its name; a model in the object store, as text.
-        init_model = load_booster(init_model) if hasattr(init_model, "fs") else str(init_model)
-    fit = fit_booster(data, params, settings.training.seed, rounds, None, init_model=init_model)
-    metrics = {
-        "valid_auc": round(fit.curve[-1][1], 6),
-        "rounds": int(fit.booster.current_iteration()),
-        "train_rows": int(len(data.y["train"])),
-        "validation_rows": int(len(data.y["validation"])),
-        "train_prevalence": round(float(data.y["train"].mean()), 6),
-    }
-    content_hash = inputs["spec"]["data_versions"]["training_dataset"]
-    tracking = _log_training(
-        mlflow, decision, params, metrics, fit.booster, data, (spec, exec_), dataset, content_hash
-    )
-    metadata = {
-        "spec": spec,
-        "exec": exec_,
-        "identity_inputs": inputs,
-        "params": params,
-        "rounds": metrics["rounds"],
-        "features": data.features,
-        "categories": data.categories,
-        "mode": decision.mode,
-        "action": decision.action,
-        "previous": stored(home, previous) if previous else None,
-        "mlflow": tracking,
-        "finished_at": datetime.now(UTC).isoformat(),
-    }
-    runs.write(decision.path, lambda p: fit.booster.save_model(str(p)), metrics, metadata)
-    record = _record(home, decision, metrics, metadata)
+        params, rounds = hpo["best_params"], hpo["best_iteration"]
+        init_model, previous = None, None
+        if decision.action == "continue":
+            previous = decision.previous
+            before = json.loads((previous / METADATA_FILE).read_text())
+            if before["features"] != data.features:
+                raise ValueError(
+                    f"continue_from_previous: {previous} was trained on other features "
+                    f"({len(before['features'])} vs {len(data.features)}); use force_new"
+                )
+            init_model, rounds = previous / MODEL_FILE, settings.training.continue_rounds
+            # LightGBM reads a local file by its name; a model in the object store, as text.
+            init_model = load_booster(init_model) if hasattr(init_model, "fs") else str(init_model)
+        fit = fit_booster(data, params, settings.training.seed, rounds, None, init_model=init_model)
+        metrics = {
+            "valid_auc": round(fit.curve[-1][1], 6),
+            "rounds": int(fit.booster.current_iteration()),
+            "train_rows": int(len(data.y["train"])),
+            "validation_rows": int(len(data.y["validation"])),
+            "train_prevalence": round(float(data.y["train"].mean()), 6),
+        }
+        content_hash = inputs["spec"]["data_versions"]["training_dataset"]
+        tracking = _log_training(
+            mlflow,
+            decision,
+            params,
+            metrics,
+            fit.booster,
+            data,
+            (spec, exec_),
+            dataset,
+            content_hash,
+        )
+        metadata = {
+            "spec": spec,
+            "exec": exec_,
+            "identity_inputs": inputs,
+            "params": params,
+            "rounds": metrics["rounds"],
+            "features": data.features,
+            "categories": data.categories,
+            "mode": decision.mode,
+            "action": decision.action,
+            "previous": stored(home, previous) if previous else None,
+            "mlflow": tracking,
+            "finished_at": datetime.now(UTC).isoformat(),
+        }
+        runs.write(decision.path, lambda p: fit.booster.save_model(str(p)), metrics, metadata)
+        record = _record(home, decision, metrics, metadata)
     # The file's hash exists once it is written: the version names the file it serves.
     mlflow.set_version_tags(tracking.get("model_version"), {MODEL_SHA_TAG: record["model_sha256"]})
     record["challenger"] = (

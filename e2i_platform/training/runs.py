@@ -1,183 +1,68 @@
-"""Training runs: identity, output directories, run modes and the completion contract.
+"""Training runs of one model: where each goes, which one a run mode picks, and which
+run may write it.
 
 Layout::
 
-    <root>/<model>/spec-<8>_exec-<8>/v<N>/
-        model.txt       the trained model (non-empty)
-        metrics.json    a non-empty JSON object
-        metadata.json   a non-empty JSON object, written last: the commit point
+    <root>/<model>/spec-<8>_exec-<8>/v<N>/    one run's files (`training.run_files`)
 
-The spec fingerprint names *what* is trained (training config, data versions of the
-training set, feature service); the exec fingerprint names *how* (code version,
-library versions, seed). Their first 8 hex digits name the directory; variants
-v1, v2, ... of one spec/exec are separate attempts, allocated with an atomic
-`os.mkdir` so concurrent starts (threads or processes) never share a number.
+The first 8 hex digits of the spec and exec fingerprints (`training.fingerprints`) name
+the directory; variants v1, v2, ... of one spec/exec are separate attempts. The root is
+`<home>/models` on this machine's disk or, with `platform.store.url`, `<store>/models`
+in the object store every machine shares (`lib.store.store_root`, a `UPath`): the same
+layout on both.
 
-A variant is complete when every required file is present, the model file is not
-empty and both JSON files hold non-empty objects; anything else (missing, empty,
-corrupt, partial) is incomplete, with a reason. `ModelRuns.write` writes each file
-to a temp file in the same directory, fsyncs it and renames it into place, with
-metadata.json last, so a crash mid-write never looks complete.
+Two locks per spec/exec directory (`lib.store.lock`: a flock file on disk, a PostgreSQL
+advisory lock for the object store, which leaves nothing in the store):
 
-The root is `<home>/models` on this machine's disk or, with `platform.store.url`,
-`<store>/models` in the object store every machine shares (`lib.store.store_root`, a
-`UPath`): the same layout on both. An object store has no directories and no rename:
-there a variant is allocated under a lock of every machine (`lib.store.lock`, a
-PostgreSQL advisory lock) by writing its marker object `v<N>/.allocated`, and each
-file is written whole (`lib.store.atomic_write`: a local temp file checked non-empty,
-then one PUT), with metadata.json last, as on disk.
+* `.allocate`: deciding and allocating are one step. Two runs never get one number
+  (in an object store, which has no atomic mkdir, the next number's marker object is
+  written under it), and a resumer's check-and-clear never interleaves with another
+  run's allocation.
+* `.v<N>.writing`: the writer of v<N>, held from the decision that names v<N>, taken
+  before `.allocate` is released, until its write finished or failed
+  (`ModelRuns.decided`). A run being trained is incomplete for minutes, until its
+  metadata.json; this lock tells it from one a crash left behind, whose lock its dead
+  holder freed (flock: the kernel; an advisory lock: PostgreSQL, when the connection
+  closes).
 
-Run modes (`ModelRuns.decide`):
+Lock files are dot files beside the variants, never variants; they stay (removing a
+flock file races with its next holder).
+
+Run modes (`ModelRuns.decided`):
 
 * reuse_if_exists: reuse the newest complete variant; none, train a new one.
 * force_new: always train a new variant.
-* resume_if_incomplete: when the newest variant is incomplete, clear it and train
-  again in place; when it is complete, reuse it; none, train a new one.
+* resume_if_incomplete: when the newest variant is complete, reuse it; when it is
+  incomplete and no run writes it, clear it and train again in place; when another run
+  writes it, train a new one; none, train a new one.
 * continue_from_previous: continue from the newest complete run of the model
   under any spec/exec directory into a new variant; none, train from scratch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
+from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
 from e2i_platform.lib import store as stores
 from e2i_platform.settings.models import RunMode
-
-MODEL_FILE = "model.txt"
-METRICS_FILE = "metrics.json"
-METADATA_FILE = "metadata.json"
-REQUIRED_FILES = (MODEL_FILE, METRICS_FILE, METADATA_FILE)
-# In an object store (no directories), the object that makes an allocated v<N> exist.
-ALLOCATED_MARKER = ".allocated"
-
-# A variant and its model file below the home, as records store them (relative to the
-# home, `lib.home_paths`): <home>/models/<model>/spec-<8>_exec-<8>/v<N>[/model.txt].
-VARIANT_LAYOUT = ("models", r"[^/]+", r"spec-[^/]{8}_exec-[^/]{8}", r"v[1-9][0-9]*")
-MODEL_FILE_LAYOUT = (*VARIANT_LAYOUT, re.escape(MODEL_FILE))
+from e2i_platform.training.run_files import (
+    ALLOCATED_MARKER,
+    Completion,
+    as_path,
+    check_completion,
+    clear_run,
+    finished_at,
+    in_object_store,
+    write_run,
+)
 
 MODES: tuple[str, ...] = get_args(RunMode)
-DEFAULT_LIBRARIES = ("lightgbm", "scikit-learn", "optuna", "mlflow", "pandas", "numpy", "feast")
-NOT_INSTALLED = "not-installed"
-
-_TMP_SUFFIX = ".tmp"
-
-
-# --- identity ---------------------------------------------------------------------------
-
-
-def fingerprint(payload: Any) -> str:
-    """sha256 hex of the payload as canonical JSON (sorted keys, no whitespace)."""
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def spec_fingerprint(
-    training_config: dict, data_versions: dict[str, str], feature_service: dict
-) -> str:
-    """What is trained: the training config, the data versions behind the training set, the feature service."""
-    return fingerprint(
-        {
-            "training_config": training_config,
-            "data_versions": data_versions,
-            "feature_service": feature_service,
-        }
-    )
-
-
-def exec_fingerprint(code_version: str, libraries: dict[str, str], seed: int) -> str:
-    """How it is trained: the code version, the library versions, the seed."""
-    return fingerprint({"code_version": code_version, "libraries": libraries, "seed": seed})
-
-
-def library_versions(names: tuple[str, ...] | list[str] = DEFAULT_LIBRARIES) -> dict[str, str]:
-    """Installed version of each distribution; `not-installed` when it is absent."""
-    versions: dict[str, str] = {}
-    for name in names:
-        try:
-            versions[name] = importlib_metadata.version(name)
-        except importlib_metadata.PackageNotFoundError:
-            versions[name] = NOT_INSTALLED
-    return versions
-
-
-# --- completion contract ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Completion:
-    complete: bool
-    reason: str
-
-
-def _remote(path) -> bool:
-    """Whether `path` is in an object store (a `UPath`), not on this disk."""
-    return hasattr(path, "fs")
-
-
-def _local(path) -> Path:
-    """`path` as given when it is an object store's (`UPath`), else a `Path`."""
-    return path if _remote(path) else Path(path)
-
-
-def check_completion(path: Path) -> Completion:
-    """The completion contract for one variant directory (on disk or in the store)."""
-    path = _local(path)
-    if not path.is_dir():
-        return Completion(False, f"{path.name} does not exist")
-    for name in REQUIRED_FILES:
-        if not (path / name).is_file():
-            return Completion(False, f"missing {name}")
-    try:
-        if (path / MODEL_FILE).stat().st_size == 0:
-            return Completion(False, f"{MODEL_FILE} is empty")
-    except OSError as exc:
-        return Completion(False, f"{MODEL_FILE} is not readable: {exc}")
-    for name in (METRICS_FILE, METADATA_FILE):
-        problem = _json_object_problem(path / name)
-        if problem:
-            return Completion(False, problem)
-    return Completion(True, "complete")
-
-
-def _json_object_problem(file: Path) -> str | None:
-    name = file.name
-    try:
-        text = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        return f"{name} is not readable: {exc}"
-    if not text.strip():
-        return f"{name} is empty"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return f"{name} is not valid JSON: {exc}"
-    if not isinstance(value, dict):
-        return f"{name} is not a JSON object (got {type(value).__name__})"
-    if not value:
-        return f"{name} is an empty JSON object"
-    return None
-
-
-def _read_json_object(file: Path) -> dict:
-    try:
-        value = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
-# --- decisions ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -207,9 +92,6 @@ class RunDecision:
         }
 
 
-# --- runs of one model under one spec/exec ------------------------------------------------
-
-
 class ModelRuns:
     """The variants of one model under one spec/exec fingerprint pair."""
 
@@ -219,7 +101,7 @@ class ModelRuns:
         for label, value in (("spec", spec), ("exec", exec_)):
             if len(value) < 8:
                 raise ValueError(f"{label} fingerprint {value!r} is shorter than 8 characters")
-        self.root = _local(root)
+        self.root = as_path(root)
         self.model = model
         self.spec = spec
         self.exec_ = exec_
@@ -254,15 +136,23 @@ class ModelRuns:
                 return variant
         return None
 
+    def writer_lock(self, variant: int, timeout: float = stores.LOCK_TIMEOUT_S):
+        """The lock the run writing `variant` holds (module doc), for a block."""
+        self.path(variant)  # a valid variant number, or ValueError
+        return stores.lock(self.base / f".v{variant}.writing", timeout)
+
     def allocate(self) -> tuple[int, Path]:
-        """Create the next free v<N>; `os.mkdir` is atomic, so a lost race tries N+1. In
-        an object store, under the lock of this spec/exec (every machine's), the marker
-        object of the next number."""
-        if _remote(self.base):
-            with stores.lock(self.base / ".allocate"):
-                variant = max(self.variants(), default=0) + 1
-                path = self.path(variant)
-                stores.atomic_write(path / ALLOCATED_MARKER, lambda p: p.write_bytes(b""))
+        """Create the next free v<N>, under `.allocate`. No writer lock is taken: a run
+        that trains gets its variant from `decided`."""
+        with stores.lock(self.base / ".allocate"):
+            return self._allocate()
+
+    def _allocate(self) -> tuple[int, Path]:
+        """`allocate` for a caller holding `.allocate` (the lock is not reentrant)."""
+        if in_object_store(self.base):
+            variant = max(self.variants(), default=0) + 1
+            path = self.path(variant)
+            stores.atomic_write(path / ALLOCATED_MARKER, lambda p: p.write_bytes(b""))
             return variant, path
         self.base.mkdir(parents=True, exist_ok=True)
         variant = max(self.variants(), default=0) + 1
@@ -270,58 +160,40 @@ class ModelRuns:
             path = self.path(variant)
             try:
                 os.mkdir(path)
-            except FileExistsError:
+            except FileExistsError:  # taken by a file, not a variant: step past it
                 variant += 1
                 continue
             return variant, path
 
-    # -- writing -----------------------------------------------------------------------------
-
     def write(
-        self,
-        path: Path,
-        write_model: Callable[[Path], None],
-        metrics: dict,
-        metadata: dict,
+        self, path: Path, write_model: Callable[[Path], None], metrics: dict, metadata: dict
     ) -> None:
-        """Write a run's outputs atomically; metadata.json last, as the commit point.
-
-        Files of an earlier attempt in `path` are removed first, so a failure here
-        leaves the variant incomplete. `finished_at` (UTC ISO) is added to metadata
-        when absent. No temp files are left behind, whatever raises.
-        """
-        path = _local(path)
-        for label, value in (("metrics", metrics), ("metadata", metadata)):
-            if not isinstance(value, dict) or not value:
-                raise ValueError(f"{label} must be a non-empty dict, got {value!r}")
-        metadata = dict(metadata)
-        metadata.setdefault("finished_at", datetime.now(UTC).isoformat())
-        metrics_text = _json_text(metrics)
-        metadata_text = _json_text(metadata)
-
-        if _remote(path):
-            for name in reversed(REQUIRED_FILES):
-                _unlink(path / name)
-            _upload(path, MODEL_FILE, write_model)
-            _upload(path, METRICS_FILE, _text_writer(metrics_text))
-            _upload(path, METADATA_FILE, _text_writer(metadata_text))
-            return
-
-        path.mkdir(parents=True, exist_ok=True)
-        # Uncommit first: the commit point goes before anything it vouches for.
-        for name in reversed(REQUIRED_FILES):
-            _unlink(path / name)
-        _fsync_dir(path)
-
-        _atomic_write(path, MODEL_FILE, write_model)
-        _atomic_write(path, METRICS_FILE, _text_writer(metrics_text))
-        _atomic_write(path, METADATA_FILE, _text_writer(metadata_text))
+        """A run's outputs, metadata.json last (`run_files.write_run`), by the run that
+        holds the variant's writer lock (`decided`)."""
+        write_run(path, write_model, metrics, metadata)
 
     # -- modes -------------------------------------------------------------------------------
 
-    def decide(self, mode: str) -> RunDecision:
+    @contextmanager
+    def decided(self, mode: str) -> Iterator[RunDecision]:
+        """The decision of run `mode`, holding the writer lock of the variant it trains,
+        resumes or continues into for the block (a reuse holds none): train and write
+        inside the block."""
         if mode not in MODES:
             raise ValueError(f"unknown run mode {mode!r}; valid modes: {', '.join(MODES)}")
+        with ExitStack() as writing:
+            with stores.lock(self.base / ".allocate"):
+                decision = self._decide(mode, writing)
+            yield decision
+
+    def _new_variant(self, writing: ExitStack) -> tuple[int, Path]:
+        """Allocate v<N> and take its writer lock into `writing`. Under `.allocate` no
+        other run can have named v<N> yet, so the lock is not waited for."""
+        variant, path = self._allocate()
+        writing.enter_context(self.writer_lock(variant, timeout=0))
+        return variant, path
+
+    def _decide(self, mode: str, writing: ExitStack) -> RunDecision:
         where = self.base.name
 
         if mode == "reuse_if_exists":
@@ -330,71 +202,67 @@ class ModelRuns:
                 return RunDecision(
                     "reuse", mode, latest, self.path(latest), f"{mode}: v{latest} is complete"
                 )
-            variant, path = self.allocate()
-            return RunDecision(
-                "train",
-                mode,
-                variant,
-                path,
-                f"{mode}: no complete run in {where}; training v{variant}",
-            )
+            variant, path = self._new_variant(writing)
+            reason = f"{mode}: no complete run in {where}; training v{variant}"
+            return RunDecision("train", mode, variant, path, reason)
 
         if mode == "force_new":
             existing = len(self.variants())
-            variant, path = self.allocate()
-            return RunDecision(
-                "train",
-                mode,
-                variant,
-                path,
-                f"{mode}: training new variant v{variant} ({existing} variant(s) already in {where})",
+            variant, path = self._new_variant(writing)
+            reason = (
+                f"{mode}: training new variant v{variant} "
+                f"({existing} variant(s) already in {where})"
             )
+            return RunDecision("train", mode, variant, path, reason)
 
         if mode == "resume_if_incomplete":
             variants = self.variants()
-            if variants:
-                newest = variants[-1]
-                completion = self.completion(newest)
-                path = self.path(newest)
-                if completion.complete:
-                    return RunDecision(
-                        "reuse", mode, newest, path, f"{mode}: v{newest} is complete"
-                    )
-                _clear_dir(path)
-                return RunDecision(
-                    "resume",
-                    mode,
-                    newest,
-                    path,
-                    f"{mode}: v{newest} is incomplete ({completion.reason}); "
-                    "partial files removed, retraining in place",
-                )
-            variant, path = self.allocate()
-            return RunDecision(
-                "train", mode, variant, path, f"{mode}: no run in {where}; training v{variant}"
-            )
+            if not variants:
+                variant, path = self._new_variant(writing)
+                reason = f"{mode}: no run in {where}; training v{variant}"
+                return RunDecision("train", mode, variant, path, reason)
+            return self._resume(variants[-1], mode, writing)
 
         # continue_from_previous
         previous = self.previous_complete()
-        variant, path = self.allocate()
+        variant, path = self._new_variant(writing)
         if previous is None:
-            return RunDecision(
-                "train",
-                mode,
-                variant,
-                path,
+            reason = (
                 f"{mode}: no complete run of {self.model} to continue from; "
-                f"training v{variant} from scratch",
+                f"training v{variant} from scratch"
             )
-        finished = _finished_at(previous)
-        return RunDecision(
-            "continue",
-            mode,
-            variant,
-            path,
+            return RunDecision("train", mode, variant, path, reason)
+        reason = (
             f"{mode}: continuing from {previous.parent.name}/{previous.name} "
-            f"(finished {finished.isoformat()}) into v{variant}",
-            previous=previous,
+            f"(finished {finished_at(previous).isoformat()}) into v{variant}"
+        )
+        return RunDecision("continue", mode, variant, path, reason, previous=previous)
+
+    def _resume(self, newest: int, mode: str, writing: ExitStack) -> RunDecision:
+        """resume_if_incomplete with `newest` the newest variant."""
+        path = self.path(newest)
+        reuse = RunDecision("reuse", mode, newest, path, f"{mode}: v{newest} is complete")
+        if self.completion(newest).complete:
+            return reuse
+        try:
+            writing.enter_context(self.writer_lock(newest, timeout=0))
+        except stores.LockTimeout:
+            variant, new_path = self._new_variant(writing)
+            reason = f"{mode}: v{newest} is being written by another run; training v{variant}"
+            return RunDecision("train", mode, variant, new_path, reason)
+        # Its writer may have committed and let go between the check and the lock.
+        completion = self.completion(newest)
+        if completion.complete:
+            writing.close()
+            return reuse
+        clear_run(path)
+        return RunDecision(
+            "resume",
+            mode,
+            newest,
+            path,
+            f"{mode}: v{newest} is incomplete ({completion.reason}); "
+            "partial files removed, retraining in place",
         )
 
     def previous_complete(self) -> Path | None:
@@ -412,17 +280,16 @@ class ModelRuns:
             for variant in _variants_in(run_dir):
                 path = run_dir / f"v{variant}"
                 if check_completion(path).complete:
-                    candidates.append((_finished_at(path), f"{run_dir.name}/{variant:012d}", path))
+                    candidates.append((finished_at(path), f"{run_dir.name}/{variant:012d}", path))
         if not candidates:
             return None
         return max(candidates)[2]
 
 
-# --- helpers --------------------------------------------------------------------------------
-
-
 def _variants_in(base: Path) -> list[int]:
-    if _remote(base):
+    """The variant numbers in `base`: directories named exactly v<N>, N >= 1 (lock files
+    and markers start with a dot)."""
+    if in_object_store(base):
         entries = [(p.name, True) for p in _store_dirs(base)]
     else:
         try:
@@ -440,7 +307,7 @@ def _variants_in(base: Path) -> list[int]:
 
 def _run_dirs(model_dir: Path) -> list[Path]:
     """The directories in a model's directory (on disk or in the store)."""
-    if _remote(model_dir):
+    if in_object_store(model_dir):
         return _store_dirs(model_dir)
     return [p for p in model_dir.iterdir() if p.is_dir()]
 
@@ -456,117 +323,3 @@ def _store_dirs(prefix) -> list:
         for entry in listed
         if entry.get("type") == "directory"
     ]
-
-
-def _finished_at(path: Path) -> datetime:
-    """When a complete run finished: metadata `finished_at`, else metadata.json's mtime (UTC)."""
-    meta_file = path / METADATA_FILE
-    value = _read_json_object(meta_file).get("finished_at")
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            parsed = None
-        if parsed is not None:
-            return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-    try:
-        mtime = meta_file.stat().st_mtime
-    except (OSError, AttributeError, TypeError):  # an object store may not say
-        mtime = 0.0
-    return datetime.fromtimestamp(mtime, UTC)
-
-
-def _json_text(value: dict) -> str:
-    return json.dumps(value, indent=2, sort_keys=True, default=str) + "\n"
-
-
-def _text_writer(text: str) -> Callable[[Path], None]:
-    def write(tmp: Path) -> None:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    return write
-
-
-def _atomic_write(directory: Path, name: str, writer: Callable[[Path], None]) -> None:
-    """writer(temp file in `directory`), check non-empty, fsync, rename to `name`."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=_TMP_SUFFIX, dir=directory)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        _check_written(tmp, name)
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, directory / name)
-    except BaseException:
-        _unlink(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def _check_written(tmp: Path, name: str) -> None:
-    """A writer must leave a non-empty file: an empty model file is never published."""
-    try:
-        size = tmp.stat().st_size
-    except FileNotFoundError:
-        raise RuntimeError(f"writing {name} left no file at {tmp}") from None
-    if size == 0:
-        raise RuntimeError(f"writing {name} produced an empty file")
-
-
-def _upload(directory, name: str, writer: Callable[[Path], None]) -> None:
-    """writer(local temp file), checked non-empty, then one PUT to `directory/name`."""
-
-    def checked(tmp: Path) -> None:
-        writer(tmp)
-        _check_written(tmp, name)
-
-    stores.atomic_write(directory / name, checked)
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make renames and unlinks in `directory` durable (best effort where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _unlink(path: Path) -> None:
-    if _remote(path):
-        if path.fs.exists(path.path):
-            path.fs.rm_file(path.path)
-        return
-    Path(path).unlink(missing_ok=True)
-
-
-def _clear_dir(path: Path) -> None:
-    """Remove everything inside `path` (a variant directory), keeping the directory (in
-    an object store: its marker object)."""
-    if _remote(path):
-        prefix = path.path.rstrip("/") + "/"
-        for key in path.fs.find(prefix):
-            if key != prefix + ALLOCATED_MARKER:
-                path.fs.rm_file(key)
-        return
-    for dirpath, dirnames, filenames in os.walk(path, topdown=False):
-        for name in filenames:
-            _unlink(Path(dirpath) / name)
-        for name in dirnames:
-            sub = Path(dirpath) / name
-            if sub.is_symlink():
-                _unlink(sub)
-            else:
-                os.rmdir(sub)
-    _fsync_dir(path)

@@ -46,7 +46,7 @@ def pruning_rounds(cfg) -> frozenset[int]:
 
 
 def study_identity(dataset_version: str, cfg) -> str:
-    from e2i_platform.training.runs import fingerprint
+    from e2i_platform.training.fingerprints import fingerprint
 
     # How trials are stored, watched and spread over workers is not what was searched.
     search = cfg.model_dump(

@@ -1,10 +1,11 @@
 """Model files in an S3-compatible object store (a real moto server process), with
 `platform.store.url` set (E2I_STORE_URL) and an empty home: training runs write their
 variants to `s3://<bucket>/prefix/models/<model>/spec-…_exec-…/v<N>/` (allocated under
-the PostgreSQL lock, each file one PUT), records name them relative to the store, and
-every reader -- LightGBM through `model_path`, scoring with the champion, the champion
-comparison, the model's size, a rollback and a repair that verify the model files, the
-reuse check of `make run` -- reads them there. Nothing is written under the home.
+the PostgreSQL lock, each file one PUT, a variant being written guarded by its writer's
+PostgreSQL lock), records name them relative to the store, and every reader --
+LightGBM through `model_path`, scoring with the champion, the champion comparison, the
+model's size, a rollback and a repair that verify the model files, the reuse check of
+`make run` -- reads them there. Nothing is written under the home.
 """
 
 from __future__ import annotations
@@ -102,22 +103,22 @@ def _train(features: list[str], seed: int, rounds: int):
 
 def _write_version(runs: ModelRuns, mode: str, booster, features: list[str]) -> dict:
     """A variant as `training.model_run.train_or_reuse` writes one, and its record."""
-    decision = runs.decide(mode)
-    assert decision.action == "train"
-    metrics = {"valid_auc": 0.7, "rounds": booster.current_iteration()}
-    metadata = {
-        "spec": SPEC,
-        "exec": EXEC,
-        "params": {"num_leaves": 7},
-        "rounds": booster.current_iteration(),
-        "features": features,
-        "categories": {},
-        "mode": mode,
-        "action": decision.action,
-        "previous": None,
-        "mlflow": {"tracking": "off"},
-    }
-    runs.write(decision.path, lambda p: booster.save_model(str(p)), metrics, metadata)
+    with runs.decided(mode) as decision:
+        assert decision.action == "train"
+        metrics = {"valid_auc": 0.7, "rounds": booster.current_iteration()}
+        metadata = {
+            "spec": SPEC,
+            "exec": EXEC,
+            "params": {"num_leaves": 7},
+            "rounds": booster.current_iteration(),
+            "features": features,
+            "categories": {},
+            "mode": mode,
+            "action": decision.action,
+            "previous": None,
+            "mlflow": {"tracking": "off"},
+        }
+        runs.write(decision.path, lambda p: booster.save_model(str(p)), metrics, metadata)
     return _record(runs.root.parent, decision, metrics, {**metadata, "finished_at": "now"})
 
 
@@ -199,26 +200,42 @@ def test_model_files_live_in_the_object_store(
         model_path(models, {"model_file": f"../other/{first['model_file']}"}, "r")
     # Complete in the store: the run mode reuses it.
     assert runs.completion(1).complete
-    assert runs.decide("reuse_if_exists").action == "reuse"
+    with runs.decided("reuse_if_exists") as reused:
+        assert reused.action == "reuse"
     size = model_size(models, first)
     assert size["measured"] and set(size["files"]) == {"metadata.json", "metrics.json", "model.txt"}
     assert size["files"]["model.txt"] == len(stored_bytes)
 
-    # --- v2, a second version; then v3 left incomplete is resumed in place.
+    # --- v2, a second version; then v3 left incomplete is resumed in place, and while
+    # its resumer holds v3's writer lock (a PostgreSQL advisory lock, nothing in the
+    # bucket) another resume leaves v3 alone and allocates v4.
     booster2, _, _ = _train(features, seed=2, rounds=35)
     second = _write_version(runs, "force_new", booster2, features)
     assert second["model_file"] == f"{VARIANTS}/v2/model.txt"
     assert _sha256(object_store.get(f"prefix/{second['model_file']}")) == second["model_sha256"]
     assert runs.variants() == [1, 2]
-    continued = runs.decide("continue_from_previous")  # allocates v3, from v2
-    assert (continued.variant, str(continued.previous)) == (3, f"{models}/{VARIANTS}/v2")
-    bucket.put_object(Bucket=object_store.bucket, Key=f"prefix/{VARIANTS}/v3/model.txt", Body=b"x")
+    with runs.decided("continue_from_previous") as continued:  # allocates v3, from v2
+        assert (continued.variant, str(continued.previous)) == (3, f"{models}/{VARIANTS}/v2")
+    v3_model = f"prefix/{VARIANTS}/v3/model.txt"
+    bucket.put_object(Bucket=object_store.bucket, Key=v3_model, Body=b"x")
     assert runs.completion(3).reason == "missing metrics.json"
-    resumed = runs.decide("resume_if_incomplete")
-    assert (resumed.action, resumed.variant) == ("resume", 3)
-    assert [k for k in object_store.object_keys() if "/v3/" in k] == [
-        f"prefix/{VARIANTS}/v3/.allocated"
-    ]
+    with runs.decided("resume_if_incomplete") as resumed:
+        assert (resumed.action, resumed.variant) == ("resume", 3)
+        assert [k for k in object_store.object_keys() if "/v3/" in k] == [
+            f"prefix/{VARIANTS}/v3/.allocated"
+        ]
+        bucket.put_object(Bucket=object_store.bucket, Key=v3_model, Body=b"retraining")
+        with runs.decided("resume_if_incomplete") as other:
+            assert (other.action, other.variant) == ("train", 4)
+            assert "v3 is being written by another run" in other.reason
+        assert object_store.get(v3_model) == b"retraining"
+    assert runs.variants() == [1, 2, 3, 4]
+    # The locks left nothing in the bucket: every key of the spec/exec is a variant's.
+    assert all(
+        re.fullmatch(rf"prefix/{VARIANTS}/v[1-4]/[^/]+", k)
+        for k in object_store.object_keys()
+        if k.startswith(f"prefix/{VARIANTS}/")
+    )
 
     # --- releases of v1 then v2; the champion comparison reads v2 from the store.
     releases = release_store(shared)

@@ -9,7 +9,7 @@ import pytest
 
 from e2i_platform.lib.home_paths import resolve, stored
 from e2i_platform.training.model_run import model_path
-from e2i_platform.training.runs import MODEL_FILE_LAYOUT, VARIANT_LAYOUT
+from e2i_platform.training.run_files import MODEL_FILE_LAYOUT, VARIANT_LAYOUT
 
 MODEL = Path("models/discontinuation_lgbm/spec-6da0dcbe_exec-8179c19f/v3/model.txt")
 

@@ -1,25 +1,31 @@
-"""Training runs: fingerprints, the completion contract, atomic writes, run modes, allocation."""
+"""Training runs: fingerprints, the completion contract, atomic writes, run modes,
+allocation, and the writer lock that keeps a resume off a run being written."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from e2i_platform.training.runs import (
-    METADATA_FILE,
-    METRICS_FILE,
-    MODEL_FILE,
-    REQUIRED_FILES,
-    ModelRuns,
+from e2i_platform.lib.store import LockTimeout
+from e2i_platform.training.fingerprints import (
     exec_fingerprint,
     fingerprint,
     library_versions,
     spec_fingerprint,
 )
+from e2i_platform.training.run_files import (
+    METADATA_FILE,
+    METRICS_FILE,
+    MODEL_FILE,
+    REQUIRED_FILES,
+)
+from e2i_platform.training.runs import ModelRuns, RunDecision
 
 SPEC = "a" * 64
 EXEC = "b" * 64
@@ -43,6 +49,12 @@ def complete_run(runs: ModelRuns, finished_at: str | None = None) -> tuple[int, 
         metadata["finished_at"] = finished_at
     runs.write(path, write_model_text(), {"auc": 0.8}, metadata)
     return variant, path
+
+
+def decide(runs: ModelRuns, mode: str) -> RunDecision:
+    """The decision alone: the writer lock it took is let go at once."""
+    with runs.decided(mode) as decision:
+        return decision
 
 
 def files_in(path: Path) -> set[str]:
@@ -257,17 +269,17 @@ def test_two_processes_allocating_at_once_never_collide(tmp_path):
 
 def test_unknown_mode_names_the_valid_ones(tmp_path):
     with pytest.raises(ValueError, match=r"'sometimes'.*reuse_if_exists.*continue_from_previous"):
-        runs_at(tmp_path).decide("sometimes")
+        decide(runs_at(tmp_path), "sometimes")
 
 
 def test_reuse_if_exists_trains_when_nothing_is_complete_then_reuses(tmp_path):
     runs = runs_at(tmp_path)
-    first = runs.decide("reuse_if_exists")
-    assert (first.action, first.variant, first.path) == ("train", 1, runs.base / "v1")
-    assert not first.reused
-    runs.write(first.path, write_model_text(), {"auc": 0.8}, {"rows": 1})
+    with runs.decided("reuse_if_exists") as first:
+        assert (first.action, first.variant, first.path) == ("train", 1, runs.base / "v1")
+        assert not first.reused
+        runs.write(first.path, write_model_text(), {"auc": 0.8}, {"rows": 1})
 
-    again = runs.decide("reuse_if_exists")
+    again = decide(runs, "reuse_if_exists")
     assert (again.action, again.variant, again.path) == ("reuse", 1, first.path)
     assert again.reused
     assert again.reason == "reuse_if_exists: v1 is complete"
@@ -279,7 +291,7 @@ def test_reuse_if_exists_reuses_the_newest_complete_past_an_incomplete_one(tmp_p
     complete_run(runs)
     complete_run(runs)
     runs.allocate()  # v3: started, never finished
-    decision = runs.decide("reuse_if_exists")
+    decision = decide(runs, "reuse_if_exists")
     assert (decision.action, decision.variant) == ("reuse", 2)
     assert runs.variants() == [1, 2, 3]
 
@@ -287,7 +299,7 @@ def test_reuse_if_exists_reuses_the_newest_complete_past_an_incomplete_one(tmp_p
 def test_force_new_always_allocates(tmp_path):
     runs = runs_at(tmp_path)
     complete_run(runs)
-    decisions = [runs.decide("force_new") for _ in range(2)]
+    decisions = [decide(runs, "force_new") for _ in range(2)]
     assert [(d.action, d.variant) for d in decisions] == [("train", 2), ("train", 3)]
     assert all(d.path.is_dir() and files_in(d.path) == set() for d in decisions)
 
@@ -302,20 +314,95 @@ def test_resume_if_incomplete_clears_partial_files_and_stays_in_place(tmp_path):
     (path / "plots").mkdir()
     (path / "plots" / "a.png").write_bytes(b"png")
 
-    decision = runs.decide("resume_if_incomplete")
-    assert (decision.action, decision.variant, decision.path) == ("resume", 2, path)
-    assert "missing metadata.json" in decision.reason
-    assert files_in(path) == set()
-    assert runs.variants() == [1, 2]
+    with runs.decided("resume_if_incomplete") as decision:
+        assert (decision.action, decision.variant, decision.path) == ("resume", 2, path)
+        assert "missing metadata.json" in decision.reason
+        assert files_in(path) == set()
+        assert runs.variants() == [1, 2]
+        runs.write(path, write_model_text(), {"auc": 0.8}, {"rows": 1})
 
-    runs.write(path, write_model_text(), {"auc": 0.8}, {"rows": 1})
-    after = runs.decide("resume_if_incomplete")
+    after = decide(runs, "resume_if_incomplete")
     assert (after.action, after.variant) == ("reuse", 2)
 
 
 def test_resume_if_incomplete_with_nothing_trains(tmp_path):
-    decision = runs_at(tmp_path).decide("resume_if_incomplete")
+    decision = decide(runs_at(tmp_path), "resume_if_incomplete")
     assert (decision.action, decision.variant) == ("train", 1)
+
+
+def write_partially(root: str, started, finish) -> None:
+    """Child process: a run that decided force_new and is training into its variant (a
+    partial model file) until told to finish; it then ends with the variant incomplete,
+    as a crash mid-training would leave it."""
+    runs = ModelRuns(Path(root), "m", SPEC, EXEC)
+    with runs.decided("force_new") as decision:
+        (decision.path / MODEL_FILE).write_text("half")
+        started.put(decision.variant)
+        finish.wait(timeout=60)
+
+
+@contextmanager
+def another_run_writing(root: Path) -> Iterator[int]:
+    """Another process writing a new variant (its number) for the block."""
+    ctx = multiprocessing.get_context("spawn")
+    started, finish = ctx.Queue(), ctx.Event()
+    worker = ctx.Process(target=write_partially, args=(str(root), started, finish))
+    worker.start()
+    try:
+        yield started.get(timeout=60)
+    finally:
+        finish.set()
+        worker.join(timeout=30)
+    assert worker.exitcode == 0
+
+
+def test_resume_leaves_a_run_being_written_alone_and_trains_a_new_variant(tmp_path):
+    runs = runs_at(tmp_path)
+    with another_run_writing(tmp_path) as writing:
+        assert writing == 1
+        with runs.decided("resume_if_incomplete") as decision:
+            assert (decision.action, decision.variant, decision.path) == (
+                "train",
+                2,
+                runs.base / "v2",
+            )
+            assert decision.reason == (
+                "resume_if_incomplete: v1 is being written by another run; training v2"
+            )
+        assert files_in(runs.path(1)) == {MODEL_FILE}
+        assert (runs.path(1) / MODEL_FILE).read_text() == "half"
+    assert runs.variants() == [1, 2]
+
+
+def test_resume_clears_a_run_whose_writer_let_go_and_becomes_its_writer(tmp_path):
+    runs = runs_at(tmp_path)
+    with another_run_writing(tmp_path):
+        pass  # its process ends, leaving v1 incomplete
+    assert files_in(runs.path(1)) == {MODEL_FILE}
+
+    with runs.decided("resume_if_incomplete") as resumed:
+        assert (resumed.action, resumed.variant) == ("resume", 1)
+        assert "missing metrics.json" in resumed.reason
+        assert files_in(runs.path(1)) == set()
+        # This run is v1's writer now: another resume leaves v1 to it.
+        (runs.path(1) / MODEL_FILE).write_text("retraining")
+        assert decide(runs, "resume_if_incomplete").variant == 2
+        assert (runs.path(1) / MODEL_FILE).read_text() == "retraining"
+
+
+def test_a_reuse_holds_no_writer_lock_and_lock_files_are_no_variants(tmp_path):
+    runs = runs_at(tmp_path)
+    with runs.decided("reuse_if_exists") as training:
+        assert training.action == "train"
+        with pytest.raises(LockTimeout), runs.writer_lock(1, timeout=0):
+            pass
+        runs.write(training.path, write_model_text(), {"auc": 0.8}, {"rows": 1})
+    with runs.decided("reuse_if_exists") as reuse:
+        assert (reuse.action, reuse.variant) == ("reuse", 1)
+        with runs.writer_lock(1, timeout=0):
+            pass
+    assert {p.name for p in runs.base.iterdir()} == {"v1", ".allocate", ".v1.writing"}
+    assert runs.variants() == [1]
 
 
 def test_continue_from_previous_finds_the_newest_run_in_another_spec_dir(tmp_path):
@@ -328,7 +415,7 @@ def test_continue_from_previous_finds_the_newest_run_in_another_spec_dir(tmp_pat
     newer.allocate()  # incomplete: never a candidate
 
     runs = runs_at(tmp_path, spec="4" * 64)
-    decision = runs.decide("continue_from_previous")
+    decision = decide(runs, "continue_from_previous")
     assert decision.action == "continue"
     assert decision.previous == newer_path
     assert (decision.variant, decision.path) == (1, runs.base / "v1")
@@ -346,13 +433,13 @@ def test_continue_from_previous_falls_back_to_mtime(tmp_path):
         (path / METADATA_FILE).write_text(json.dumps({"model": "m"}))
     os.utime(a / METADATA_FILE, (2_000_000_000, 2_000_000_000))
     os.utime(b / METADATA_FILE, (1_000_000_000, 1_000_000_000))
-    assert runs_at(tmp_path).decide("continue_from_previous").previous == a
+    assert decide(runs_at(tmp_path), "continue_from_previous").previous == a
 
 
 def test_continue_from_previous_with_no_complete_run_trains_from_scratch(tmp_path):
     runs_at(tmp_path, spec="1" * 64).allocate()  # incomplete only
     runs = runs_at(tmp_path)
-    decision = runs.decide("continue_from_previous")
+    decision = decide(runs, "continue_from_previous")
     assert (decision.action, decision.variant, decision.previous) == ("train", 1, None)
     assert "no complete run" in decision.reason
 
