@@ -19,6 +19,11 @@
   with exactly its budget. Each trial records the slot (step key), pid and host that
   ran it, and is logged as a nested MLflow run under the study run whose id the plan
   carries (MLflow parents by run id, so trials from any process nest correctly).
+  A slot that dies mid-trial (its process killed, its Celery worker lost) leaves its
+  ticket RUNNING until the storage heartbeat fails it; a slot of the same run (a
+  sibling waiting for the run's last trials, or the dead slot's retry) then replaces it
+  with a new trial, once (`study_budget.replace`), so the budget stays exact; the
+  replacement is logged and listed in `replaced_tickets`.
 - `collect_study` reads the finished study and produces the record and metadata
   `hpo_study` always had; `trained_model` reads it unchanged.
 
@@ -189,6 +194,11 @@ def trial_slot_step(
         )
     result["peak_rss_mib"] = round(step_cost.peak_rss_mib(), 1)
     context.log.info(f"{result['slot']}: {len(result['trials'])} trial(s) {result['trials']}")
+    for r in result.get("replaced", []):
+        context.log.warning(
+            f"{result['slot']}: ticket {r['ticket']} of hpo_study {plan.plan.study_name} was "
+            f"dead ({r['why']}): replaced by trial {r['replacement']}, run here"
+        )
     return result
 
 
@@ -232,6 +242,11 @@ def collect_study_step(
     if record["mlflow"]["study_run_id"]:
         record["mlflow"]["study_run"] = mlflow.run_link(record["mlflow"]["study_run_id"])
     context.log.info(f"hpo_study {record['study_name']}: {record['decision']}")
+    if record["replaced_tickets"]:
+        context.log.warning(
+            f"hpo_study {record['study_name']}: {len(record['replaced_tickets'])} ticket(s) "
+            f"of a slot that died replaced: {record['replaced_tickets']}"
+        )
     return dg.Output(
         record,
         data_version=dg.DataVersion(f"{record['identity'][:12]}-{record['best_trial']}"),
@@ -253,6 +268,10 @@ def collect_study_step(
             else dg.MetadataValue.text("none"),
             # Trials of crashed processes that the heartbeat ended as FAIL.
             "heartbeat": dg.MetadataValue.json(record.get("heartbeat", {})),
+            # This run's tickets whose slot died (heartbeat stale, or stopped by an
+            # error), each replaced by a new trial that another slot ran: [{ticket, why,
+            # replacement, by}]; the budget stays exact.
+            "replaced_tickets": dg.MetadataValue.json(record.get("replaced_tickets", [])),
             "tuning_sample": dg.MetadataValue.json(record["tuning_sample"]),
             # Which slots ran this run's trials (step key, pid, host, trials, seconds).
             "workers": dg.MetadataValue.json(record["workers"]),

@@ -43,7 +43,12 @@ from e2i_platform.training.hpo import (
     trial_counts,
 )
 from e2i_platform.training.model_data import ModelData
-from e2i_platform.training.study_budget import BudgetSpent, budgeted_study, issue_tickets
+from e2i_platform.training.study_budget import (
+    BudgetSpent,
+    budgeted_study,
+    issue_tickets,
+    replaced_tickets,
+)
 from e2i_platform.training.study_setup import (
     make_pruner,
     make_sampler,
@@ -171,8 +176,9 @@ def prepare_study(
     trials = study.get_trials(deepcopy=False)
     finished = [t for t in trials if t.state.is_finished()]
     seeded = sum(1 for t in finished if COPIED_FROM in t.user_attrs)
-    # A trial failed because its process stopped was not evaluated: it is run again.
-    crashed = len(stale_failed_trials(study))
+    # A trial failed because its process stopped was not evaluated: it is run again. So
+    # is a dead ticket a run replaced (its replacement is counted, once it finished).
+    crashed = len({*stale_failed_trials(study), *(r["ticket"] for r in replaced_tickets(trials))})
     evaluated = len(finished) - seeded - crashed
     # Trials another run's workers are running now count as spent: they finish there.
     running = sum(1 for t in trials if t.state.name == "RUNNING")
@@ -244,6 +250,7 @@ def run_slot(
         "mlflow_runs": 0,
         "mlflow_seconds": 0.0,
         "stale_failed": [],
+        "replaced": [],  # dead tickets (of slots that died) this slot replaced and ran
     }
     if not plan.tickets:
         return result
@@ -257,6 +264,8 @@ def run_slot(
     stale = StaleTrials(cfg.heartbeat_grace_s)
     study = budgeted_study(
         plan.tickets,
+        label=label,
+        deadline=plan.deadline,
         study_name=plan.study_name,
         storage=_storage(storage_url, cfg, stale),
         sampler=make_sampler(cfg, slot),
@@ -282,7 +291,7 @@ def run_slot(
             run_trial, timeout=timeout, catch=TRIAL_ERRORS, callbacks=[ran, log.callback]
         )
     except BudgetSpent:
-        pass  # every ticket is claimed: this slot's share of the budget is done
+        pass  # every ticket is run or replaced: this slot's share of the budget is done
     except BaseException:
         log.close(raise_errors=False)
         raise
@@ -293,6 +302,7 @@ def run_slot(
         mlflow_runs=log.runs,
         mlflow_seconds=round(log.seconds, 3),
         stale_failed=sorted(stale.failed),
+        replaced=study.replaced,
     )
     return result
 
@@ -325,11 +335,22 @@ def collect_study(
         )
     elapsed = time.time() - plan.started_at
     failed_now = sorted({*plan.stale_failed, *(n for s in slots for n in s["stale_failed"])})
+    # This run's tickets whose slot died, each run again as a new trial (`study_budget`).
+    replaced = replaced_tickets(study.get_trials(deepcopy=False), plan.tickets)
     log_seconds = sum(s["mlflow_seconds"] for s in slots)
     if parent is not None:
         if failed_now:  # shown on the study's MLflow run too, not only in Optuna
             mlflow.set_tags(
                 parent, {"optuna.heartbeat_failed_trials": ",".join(map(str, failed_now))}
+            )
+        if replaced:
+            mlflow.set_tags(
+                parent,
+                {
+                    "optuna.replaced_tickets": ",".join(
+                        f"{r['ticket']}->{r['replacement']}" for r in replaced
+                    )
+                },
             )
         mlflow.log_metrics(
             parent,
@@ -360,6 +381,7 @@ def collect_study(
             "failed_now": failed_now,
             "failed_trials": stale_failed_trials(study),
         },
+        "replaced_tickets": replaced,
         f"best_{METRIC}": best.value,
         "best_params": best.params,
         "best_iteration": int(best.user_attrs.get("best_iteration", cfg.max_boost_rounds)),

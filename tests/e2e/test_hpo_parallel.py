@@ -80,6 +80,8 @@ def _assert_one_study_two_slots(instance, home: Path, result, url: str) -> dict:
     workers = meta["workers"]
     assert workers["slots"] == 2 == workers["configured"]
     assert sum(s["trials"] for s in workers["per_slot"]) == TRIALS
+    # No slot died: no ticket was replaced (the metadata says so, and would name them).
+    assert meta["replaced_tickets"] == record["replaced_tickets"] == []
 
     # The pruner stopped trials at its rounds (Hyperband, reported at rounds).
     pruned = [t for t in measured if t.state == TrialState.PRUNED]
