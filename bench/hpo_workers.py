@@ -366,6 +366,9 @@ def main() -> int:
     parser.add_argument("--home", type=Path, help="a `make run` home (default: make one)")
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--patients", type=int, help="the cold run's size (default: the platform's, 5,000)"
+    )
     parser.add_argument("--no-postgres", action="store_true", help="slots alone on SQLite only")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child: one run
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -387,7 +390,10 @@ def main() -> int:
 
         with tempfile.TemporaryDirectory(prefix="e2i-bench-run-") as home:
             anchor = floor_anchor(datetime.now(UTC).replace(tzinfo=None), "hour")
-            run_make(clean_env(E2I_HOME=home, E2I_ANCHOR=anchor.isoformat()))  # a cold run
+            size = {"E2I_PATIENTS": str(args.patients)} if args.patients else {}
+            # A cold run; the trials then fit on its training set (its size sets a trial's cost).
+            run_make(clean_env(E2I_HOME=home, E2I_ANCHOR=anchor.isoformat(), **size))
+            os.environ.update(size)
             rows = bench_hpo_workers(Path(home), args.trials, args.repeat, not args.no_postgres)
     print_table(rows)
     return 0
