@@ -8,12 +8,20 @@ The instance config is rendered from config/dagster/dagster.<storage>.yaml (with
 `${DAGSTER_HOME}` replaced by the directory's path); the
 prod one reads its PostgreSQL URL from the environment at run time, so no secret
 is ever written to disk.
+
+With `E2I_EXECUTOR=celery`, preparing the instance also records the launching side's
+deployment fingerprint there (lib.deployment), the reference `make worker` and every step
+on a worker compare theirs with. `make run` (through `use_instance`), `make dev`, `make
+rollback`, `make report` and `make releases` all prepare it, so the reference is the
+configuration of the last of them started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -29,7 +37,53 @@ def dagster_home(settings: Settings) -> Path:
 
 
 def prepare_instance(settings: Settings, home: Path | None = None) -> Path:
-    """Create DAGSTER_HOME with its dagster.yaml for the configured storage; return it."""
+    """Create DAGSTER_HOME with its dagster.yaml for the configured storage; return it.
+    With the Celery executor, record this machine's deployment fingerprint in the
+    instance as the reference of its queue (the workers compare theirs with it)."""
+    home = render_instance(settings, home)
+    if settings.platform.executor.kind == "celery":
+        from e2i_platform.lib.deployment import record_reference
+
+        with open_instance(home) as instance:
+            record_reference(instance, settings)
+    return home
+
+
+@contextmanager
+def open_instance(home: Path) -> Iterator:
+    """The instance of a rendered DAGSTER_HOME, closed after the block."""
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        yield instance
+
+
+@contextmanager
+def open_launchers_instance(settings: Settings) -> Iterator:
+    """The instance runs are launched on, as this machine reaches it, leaving no file on
+    its disk (a worker keeps nothing there): PostgreSQL storage rendered into a temporary
+    directory; SQLite storage only where its home already exists (the launcher's own
+    machine), else None."""
+    import tempfile
+
+    if settings.platform.instance.storage == "postgres":
+        with (
+            tempfile.TemporaryDirectory(prefix="e2i-instance-") as scratch,
+            open_instance(render_instance(settings, Path(scratch))) as instance,
+        ):
+            yield instance
+        return
+    home = dagster_home(settings)
+    if not (home / "dagster.yaml").exists():
+        yield None
+        return
+    with open_instance(home) as instance:
+        yield instance
+
+
+def render_instance(settings: Settings, home: Path | None = None) -> Path:
+    """Create DAGSTER_HOME with its dagster.yaml for the configured storage (nothing
+    recorded in it); return it."""
     home = home or dagster_home(settings)
     home.mkdir(parents=True, exist_ok=True)
     storage = settings.platform.instance.storage
