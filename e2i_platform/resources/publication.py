@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Publications",
+    "PublishedValueChanged",
     "atomic_write",
     "atomic_write_json",
     "file_lock",
@@ -100,6 +101,11 @@ def write_json(obj, path: Path) -> None:
 
 def atomic_write_json(obj, path: Path | UPath) -> None:
     atomic_write(path, lambda p: write_json(obj, p))
+
+
+class PublishedValueChanged(ValueError):
+    """The published file is not the bytes its record names, and no publication is under
+    way: someone changed it."""
 
 
 class Publications:
@@ -245,19 +251,22 @@ class Publications:
         _remove(self._passes_path(asset, run_id))
         return record
 
+    def _state(self, path) -> tuple:
+        """What identifies the bytes of a file without reading it: path, inode, size and
+        mtime on disk; path, size and ETag (else modification time) in an object store."""
+        if self.remote:
+            info = path.fs.info(path.path)
+            changed = info.get("ETag") or info.get("LastModified") or info.get("mtime")
+            return (str(path), info.get("size"), str(changed))
+        st = path.stat()
+        return (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+
     def intact(self, asset: str, ext: str, record: dict) -> bool:
         """Whether the published file still holds the bytes its record names (hashed once
-        per file state: path, inode, size and mtime on disk; path, size and ETag, else
-        modification time, in an object store)."""
+        per file state, `_state`)."""
         path = self.published_path(asset, ext)
         try:
-            if self.remote:
-                info = path.fs.info(path.path)
-                changed = info.get("ETag") or info.get("LastModified") or info.get("mtime")
-                state = (str(path), info.get("size"), str(changed))
-            else:
-                st = path.stat()
-                state = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+            state = self._state(path)
         except OSError:
             return False
         if state not in _HASHED:
@@ -265,6 +274,35 @@ class Publications:
                 _HASHED.clear()
             _HASHED[state] = sha256_file(path)
         return _HASHED[state] == record["sha256"]
+
+    def read_published(self, asset: str, ext: str, read: Callable) -> tuple[dict, object]:
+        """The published value (`read(path)`) with the record it is the value of.
+
+        A reader takes no lock, so a publication can land while it reads: the file is
+        replaced first, the record after. A file that does not match its record, or
+        that changed while it was read, is therefore looked at once more after the
+        publication lock was free (any publication under way has ended); only then is
+        it another actor's change (`PublishedValueChanged`)."""
+        for attempt in (1, 2):
+            record, path = self.record(asset), self.published_path(asset, ext)
+            if record is None or not path.exists():
+                raise FileNotFoundError(
+                    f"{asset}: no published value at {path}: it was never materialized, or "
+                    "no value of it has passed its gates yet"
+                )
+            before = self._state(path)
+            if self.intact(asset, ext, record):
+                value = read(path)
+                if self._state(path) == before:
+                    return record, value
+            if attempt == 1:
+                with self.lock(asset):
+                    pass
+        raise PublishedValueChanged(
+            f"{asset}: the published file {path} was changed after it was published "
+            f"(run {record['run_id']}; its sha256 differs from {self.record_path(asset)}): "
+            f"refusing to read it. Materialize {asset} again."
+        )
 
     def problem(self, asset: str, ext: str, run_id: str) -> str | None:
         """Why the published value is not the intact value of `run_id`, or None."""

@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from e2i_platform.resources.config import ConfigResource
-from e2i_platform.resources.publication import Publications, note_loaded, write_json
+from e2i_platform.resources.publication import (
+    Publications,
+    PublishedValueChanged,
+    note_loaded,
+    write_json,
+)
 
 if TYPE_CHECKING:
     from upath import UPath
@@ -118,22 +123,15 @@ class PublishingIOManager(dg.ConfigurableIOManager):
             # An asset's upstream gates are judged before it reads anything; a check
             # reads the published value of what it compares with (the last good one).
             guard_step(step, self.e2i_config.settings())
-        record = pubs.record(asset)
-        path = self.path_for(key)
-        if record is None or not path.exists():
-            raise dg.Failure(
-                f"{asset}: no published value at {path}: it was never materialized, or "
-                "no value of it has passed its gates yet"
+        columns = context.definition_metadata.get("columns")
+        try:
+            record, value = pubs.read_published(
+                asset, self.extension, lambda path: self.read(path, columns)
             )
-        if not pubs.intact(asset, self.extension, record):
-            raise dg.Failure(
-                f"{asset}: the published file {path} was changed after it was published "
-                f"(run {record['run_id']}; its sha256 differs from "
-                f"{pubs.record_path(asset)}): refusing to read it. Materialize {asset} again."
-            )
-        run_id = record["run_id"]
-        note_loaded(step.run_id, step.step.key, asset, run_id)
-        return self.read(path, context.definition_metadata.get("columns"))
+        except (FileNotFoundError, PublishedValueChanged) as refused:
+            raise dg.Failure(str(refused)) from None
+        note_loaded(step.run_id, step.step.key, asset, record["run_id"])
+        return value
 
 
 def _checked_assets(step) -> set[dg.AssetKey]:
