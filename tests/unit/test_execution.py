@@ -45,6 +45,12 @@ def test_celery_reads_the_broker_from_the_environment_and_never_stores_it(e2i_ho
     defs = definitions(settings)
     job = defs.resolve_job_def(MAIN_JOB)
     assert job.executor_def.name == "celery"
+    # The run worker looks for finished steps ten times a second, not once (dagster-celery).
+    from dagster_celery import core_execution_loop
+
+    from e2i_platform.ops.execution import CELERY_TICK_SECONDS
+
+    assert core_execution_loop.TICK_SECONDS == CELERY_TICK_SECONDS == 0.1
     from dagster._serdes import serialize_value
 
     # What the instance stores of the job (and the UI shows) names the variable only.
