@@ -80,16 +80,18 @@ class StoreSettings(Strict):
         if not self.url:
             return self
         parts = urlsplit(self.url)
-        if parts.scheme != "s3" or not parts.hostname:
-            raise ValueError(
-                f"platform.store.url {self.url!r}: expected s3://bucket[/prefix] (an "
-                "S3-compatible store; its endpoint from AWS_ENDPOINT_URL)"
-            )
         if parts.username or parts.password or parts.query:
             raise ValueError(
                 "platform.store.url must not carry credentials or options (user, password "
                 "or query): set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and "
                 "AWS_ENDPOINT_URL in the environment"
+            )
+        if parts.scheme != "s3" or not parts.hostname:
+            # The scheme only: the rest of a URL may hold what should not be repeated.
+            raise ValueError(
+                f"platform.store.url has scheme {parts.scheme or '(none)'!r}: expected "
+                "s3://bucket[/prefix] (an S3-compatible store; its endpoint from "
+                "AWS_ENDPOINT_URL)"
             )
         return self
 

@@ -173,6 +173,8 @@ def test_a_source_policy_for_an_unknown_table_or_kind_is_named(config_copy, e2i_
         ("s3://bucket/prefix?endpoint_url=http://x", "must not carry credentials"),
         ("/mnt/shared", "expected s3://bucket"),
         ("gs://bucket/prefix", "expected s3://bucket"),
+        ("http://key:hunter2@minio:9000/bucket", "must not carry credentials"),
+        ("https://minio:9000/bucket?token=hunter2", "must not carry credentials"),
     ],
 )
 def test_a_store_url_is_a_bucket_without_credentials(e2i_home, monkeypatch, url, said):
