@@ -38,7 +38,6 @@ PARTS = (
     CODE_AND_CONFIGURATION,
     "environment",
     "store",
-    "Dagster storage",
     "Optuna storage",
     "MLflow tracking",
     "Feast registry",
@@ -117,16 +116,17 @@ def deployment_fingerprint(settings) -> dict[str, str]:
     config = [code_version()]
     for section, exclude in _EXCLUDED.items():
         config += [section, getattr(settings, section).model_dump_json(exclude=exclude or None)]
-    storage = settings.platform.instance.storage
     registry = settings.platform.feature_store.registry
     online = settings.online_store
     mlflow_uri = env.get("MLFLOW_TRACKING_URI") or settings.under_home(settings.mlflow.tracking_uri)
     return {
         CODE_AND_CONFIGURATION: _hash(*config),
         "environment": _hash(settings.env),
-        "store": _hash(settings.platform.store.url or ""),
-        "Dagster storage": _hash(
-            storage, without_secrets(env.get("DAGSTER_PG_URL")) if storage == "postgres" else ""
+        # The bucket and the endpoint that serves it: one bucket name on two servers is
+        # two stores.
+        "store": _hash(
+            settings.platform.store.url or "",
+            without_secrets(env.get("AWS_ENDPOINT_URL")) if settings.platform.store.url else "",
         ),
         "Optuna storage": _hash(without_secrets(settings.under_home(settings.optuna.storage))),
         "MLflow tracking": _hash(

@@ -11,9 +11,10 @@ is ever written to disk.
 
 With `E2I_EXECUTOR=celery`, preparing the instance also records the launching side's
 deployment fingerprint there (lib.deployment), the reference `make worker` and every step
-on a worker compare theirs with. `make run` (through `use_instance`), `make dev`, `make
-rollback`, `make report` and `make releases` all prepare it, so the reference is the
-configuration of the last of them started.
+on a worker compare theirs with. What launches runs prepares it (`make run` and `make
+rollback` through `use_instance`, `make dev`, `make releases REPAIR=...`), so the
+reference is the configuration of the last of them started; `make report` only renders
+the instance (`render_instance`) and records nothing.
 """
 
 from __future__ import annotations
@@ -135,7 +136,7 @@ def shared_compute_logs(store_url: str | None) -> str:
 def use_instance(settings: Settings) -> Path:
     """Prepare DAGSTER_HOME and make it this process's instance (what
     `dg.DagsterInstance.get()` and the processes it starts open): `make run`, `make
-    rollback` and `make report` all read and write the one instance."""
+    rollback` and `make releases REPAIR=...` launch their runs on the one instance."""
     home = prepare_instance(settings)
     os.environ["DAGSTER_HOME"] = str(home)
     return home

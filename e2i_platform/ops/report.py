@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import textwrap
@@ -266,11 +267,14 @@ def main(argv: list[str] | None = None) -> int:
             f"--until {args.until or 'now'!r} ({when(period['until'])})"
         )
 
-    from e2i_platform.ops.instance import use_instance
+    from e2i_platform.ops.instance import render_instance
     from e2i_platform.settings import load_settings
 
     settings = load_settings()
-    home = use_instance(settings)  # the instance `make run` uses
+    # The instance `make run` uses; a report launches nothing, so it records no deployment
+    # reference (the workers compare theirs with what launches runs).
+    home = render_instance(settings)
+    os.environ["DAGSTER_HOME"] = str(home)
 
     from e2i_platform.ops.location import load_definitions
 

@@ -28,6 +28,10 @@ class ConfigResource(dg.ConfigurableResource):
         recorded in the instance (lib.deployment); every IO manager and check requires
         this resource, so every step passes here. Multiprocess: nothing to compare (a
         local run under edited config is what the user asked for)."""
+        if context.run is None:
+            # A sensor or schedule evaluation (the freshness sensor requires this resource):
+            # it runs on the orchestration machine, and a refused tick would silence paging.
+            return
         settings = self.settings()
         if settings.platform.executor.kind != "celery":
             return

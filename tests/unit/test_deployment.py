@@ -70,6 +70,10 @@ def test_another_store_changes_the_store_only(celery, monkeypatch):
     before = deployment_fingerprint(load_settings())
     monkeypatch.setenv("E2I_STORE_URL", "s3://b/x")
     assert differing(before, deployment_fingerprint(load_settings())) == {"store"}
+    # The same bucket name on another server is another store.
+    moved = deployment_fingerprint(load_settings())
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio-2.internal:9000")
+    assert differing(moved, deployment_fingerprint(load_settings())) == {"store"}
 
 
 def test_another_environment_is_named(celery, monkeypatch):
@@ -78,7 +82,7 @@ def test_another_environment_is_named(celery, monkeypatch):
     monkeypatch.setenv("DAGSTER_PG_URL", "postgresql+psycopg2://dagster@db.internal:5432/dagster")
     after = deployment_fingerprint(load_settings())
     # prod stores the instance in PostgreSQL and takes its table sources from landing.
-    assert {"environment", "Dagster storage", CODE_AND_CONFIGURATION} <= differing(before, after)
+    assert {"environment", CODE_AND_CONFIGURATION} <= differing(before, after)
 
 
 def test_a_password_is_no_part_of_it_but_the_server_is(celery, monkeypatch):
@@ -130,19 +134,38 @@ def config_resource() -> ConfigResource:
     return ConfigResource(config_dir=str(settings.config_dir), env=settings.env)
 
 
+def step_starts(instance) -> None:
+    """A step that requires the configuration resource, in a real run on `instance`;
+    raises `dg.Failure` with the resource's refusal when its resources fail to start."""
+
+    @dg.asset
+    def probe(e2i_config: ConfigResource) -> int:
+        return 1
+
+    result = dg.materialize(
+        [probe],
+        resources={"e2i_config": config_resource()},
+        instance=instance,
+        raise_on_error=False,
+    )
+    if not result.success:
+        (failure,) = [
+            e
+            for e in result.all_events
+            if e.event_type == dg.DagsterEventType.RESOURCE_INIT_FAILURE
+        ]
+        raise dg.Failure(description=str(failure.event_specific_data.error))
+
+
 def test_a_step_fails_when_the_reference_was_recorded_under_another_threshold(
     celery, config_copy, instance
 ):
     record_reference(instance, load_settings())
-    with dg.build_init_resource_context(instance=instance) as context:
-        config_resource().setup_for_execution(context)  # the same configuration: passes
+    step_starts(instance)  # the same configuration: passes
 
     edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.71)
-    with (
-        dg.build_init_resource_context(instance=instance) as context,
-        pytest.raises(dg.Failure) as failure,
-    ):
-        config_resource().setup_for_execution(context)
+    with pytest.raises(dg.Failure) as failure:
+        step_starts(instance)
     message = failure.value.description
     assert f"{CODE_AND_CONFIGURATION} differs" in message
     assert "make run or make dev" in message
@@ -156,19 +179,24 @@ def test_a_step_of_a_local_multiprocess_run_is_never_refused(
 ):
     record_reference(instance, load_settings())
     edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.71)
-    with (
-        dg.build_init_resource_context(instance=instance) as context,
-        pytest.raises(dg.Failure),
-    ):
-        config_resource().setup_for_execution(context)
+    with pytest.raises(dg.Failure):
+        step_starts(instance)
     monkeypatch.setenv("E2I_EXECUTOR", "multiprocess")
+    step_starts(instance)
+
+
+def test_a_sensor_evaluation_is_never_refused(celery, config_copy, instance):
+    """The freshness sensor requires the resource; it runs where runs are launched, and a
+    refused tick would silence its paging."""
+    record_reference(instance, load_settings())
+    edit_yaml(config_copy, "promotion", ("quality_gate", "min_roc_auc"), 0.71)
     with dg.build_init_resource_context(instance=instance) as context:
+        assert context.run is None  # no run: a sensor's or schedule's resources
         config_resource().setup_for_execution(context)
 
 
 def test_a_step_without_a_reference_proceeds(celery, instance):
-    with dg.build_init_resource_context(instance=instance) as context:
-        config_resource().setup_for_execution(context)
+    step_starts(instance)
 
 
 def test_the_refused_step_never_runs_its_body(celery, config_copy, instance, tmp_path):
