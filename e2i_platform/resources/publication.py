@@ -275,29 +275,37 @@ class Publications:
             _HASHED[state] = sha256_file(path)
         return _HASHED[state] == record["sha256"]
 
+    def _read_consistent(self, asset: str, ext: str, read: Callable) -> tuple[dict, object] | None:
+        """(record, value) when the published file holds the record's bytes and did not
+        change while read; None when it does not."""
+        record, path = self.record(asset), self.published_path(asset, ext)
+        if record is None or not path.exists():
+            raise FileNotFoundError(
+                f"{asset}: no published value at {path}: it was never materialized, or "
+                "no value of it has passed its gates yet"
+            )
+        before = self._state(path)
+        if self.intact(asset, ext, record):
+            value = read(path)
+            if self._state(path) == before:
+                return record, value
+        return None
+
     def read_published(self, asset: str, ext: str, read: Callable) -> tuple[dict, object]:
         """The published value (`read(path)`) with the record it is the value of.
 
         A reader takes no lock, so a publication can land while it reads: the file is
         replaced first, the record after. A file that does not match its record, or
-        that changed while it was read, is therefore looked at once more after the
-        publication lock was free (any publication under way has ended); only then is
-        it another actor's change (`PublishedValueChanged`)."""
-        for attempt in (1, 2):
-            record, path = self.record(asset), self.published_path(asset, ext)
-            if record is None or not path.exists():
-                raise FileNotFoundError(
-                    f"{asset}: no published value at {path}: it was never materialized, or "
-                    "no value of it has passed its gates yet"
-                )
-            before = self._state(path)
-            if self.intact(asset, ext, record):
-                value = read(path)
-                if self._state(path) == before:
-                    return record, value
-            if attempt == 1:
-                with self.lock(asset):
-                    pass
+        that changed while it was read, is therefore read once more under the
+        publication lock (no publication can land then); only a mismatch there is
+        another actor's change (`PublishedValueChanged`)."""
+        found = self._read_consistent(asset, ext, read)
+        if found is None:
+            with self.lock(asset):
+                found = self._read_consistent(asset, ext, read)
+        if found is not None:
+            return found
+        record, path = self.record(asset), self.published_path(asset, ext)
         raise PublishedValueChanged(
             f"{asset}: the published file {path} was changed after it was published "
             f"(run {record['run_id']}; its sha256 differs from {self.record_path(asset)}): "

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from e2i_platform.lib import store
 from e2i_platform.resources.config import ConfigResource
 from e2i_platform.resources.publication import (
     Publications,
@@ -128,7 +129,7 @@ class PublishingIOManager(dg.ConfigurableIOManager):
             record, value = pubs.read_published(
                 asset, self.extension, lambda path: self.read(path, columns)
             )
-        except (FileNotFoundError, PublishedValueChanged) as refused:
+        except (FileNotFoundError, PublishedValueChanged, store.LockTimeout) as refused:
             raise dg.Failure(str(refused)) from None
         note_loaded(step.run_id, step.step.key, asset, record["run_id"])
         return value

@@ -69,3 +69,22 @@ def test_a_file_changed_by_hand_is_refused_naming_it(tmp_path):
     published.unlink()
     with pytest.raises(FileNotFoundError, match="no published value"):
         pubs.read_published("release", "json", _read)
+
+
+def test_a_publication_landing_during_the_read_is_read_again(tmp_path):
+    """The file matched its record when the read began, and another run's value was
+    published while it was read: the value returned is the new one, with its record."""
+    pubs = Publications(tmp_path / "warehouse")
+    _publish(pubs, "run-1", {"v": 1})
+    calls = []
+
+    def read_while_run_2_publishes(path):
+        value = _read(path)
+        if not calls:
+            _publish(pubs, "run-2", {"v": 2})
+        calls.append(value)
+        return value
+
+    record, value = pubs.read_published("release", "json", read_while_run_2_publishes)
+    assert calls == [{"v": 1}, {"v": 2}]
+    assert (record["run_id"], value) == ("run-2", {"v": 2})
