@@ -164,7 +164,10 @@ def replaced_tickets(trials, tickets: Iterable[int] | None = None) -> list[dict]
 
 def dead_tickets(study, run: dict) -> list[tuple[object, str]]:
     """The run's dead tickets (FAIL without a result of their own, not yet replaced),
-    lowest first, each with why it is dead."""
+    lowest first, each with why it is dead. A replacement that dies is not replaced
+    again: at most one replacement per ticket, so parameters that fail every time (an
+    objective that returns NaN for them, a warm-start point that kills its process)
+    cost one extra trial, not an endless chain."""
     from optuna.trial import TrialState
 
     from e2i_platform.training.study_storage import stale_failed_trials
@@ -174,7 +177,7 @@ def dead_tickets(study, run: dict) -> list[tuple[object, str]]:
         t
         for n, t in sorted(run.items())
         if t.state == TrialState.FAIL and EVALUATION_ERROR not in t.user_attrs
-        if n not in replaced and REPLACED_BY not in t.user_attrs
+        if n not in replaced and REPLACED_BY not in t.user_attrs and REPLACES not in t.user_attrs
     ]
     if not dead:
         return []

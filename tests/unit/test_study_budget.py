@@ -153,19 +153,22 @@ def _kill_mid_trial(ctx, url: str, tickets: list[int]) -> int:
     return left.number
 
 
-def _run_slots(ctx, url: str, tickets: list[int], n: int) -> dict[str, list[dict]]:
+def _race(ctx, n: int, target, args) -> dict:
+    """`n` processes started together (a barrier), each `target(*args(i), barrier,
+    results)` putting one (label, value) pair: the values by label."""
     barrier, results = ctx.Barrier(n), ctx.Queue()
-    slots = [
-        ctx.Process(target=_slot, args=(url, "budget", tickets, f"slot_{i}", barrier, results))
-        for i in range(n)
-    ]
-    for s in slots:
-        s.start()
-    done = dict(results.get(timeout=120) for _ in slots)
-    for s in slots:
-        s.join(timeout=60)
-        assert s.exitcode == 0
+    procs = [ctx.Process(target=target, args=(*args(i), barrier, results)) for i in range(n)]
+    for p in procs:
+        p.start()
+    done = dict(results.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
     return done
+
+
+def _run_slots(ctx, url: str, tickets: list[int], n: int) -> dict[str, list[dict]]:
+    return _race(ctx, n, _slot, lambda i: (url, "budget", tickets, f"slot_{i}"))
 
 
 def test_a_ticket_of_a_killed_slot_is_replaced_once_and_the_budget_is_exact(tmp_path):
@@ -220,17 +223,7 @@ def test_racing_slots_replace_a_dead_ticket_exactly_once(tmp_path, racers):
     study.tell(trial, state=TrialState.FAIL)
 
     ctx = multiprocessing.get_context("spawn")
-    barrier, results = ctx.Barrier(racers), ctx.Queue()
-    procs = [
-        ctx.Process(target=_replacer, args=(url, ticket, f"r{i}", barrier, results))
-        for i in range(racers)
-    ]
-    for p in procs:
-        p.start()
-    made = dict(results.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    made = _race(ctx, racers, _replacer, lambda i: (url, ticket, f"r{i}"))
     winners = {label: r for label, r in made.items() if r is not None}
     assert len(winners) == 1, made
     [(label, (_, number))] = winners.items()
@@ -344,3 +337,32 @@ def test_an_evaluation_error_spends_its_ticket_and_an_error_that_stops_a_slot_do
     assert replaced_tickets(trials, tickets)[0]["ticket"] == 1
     # The budget: 4 tickets, one spent by its parameters' error, three evaluated.
     assert len([t for t in trials if t.state == TrialState.COMPLETE]) == len(tickets) - 1
+
+
+def _always_stops(trial) -> float:
+    trial.suggest_float("x", -1.0, 1.0)
+    raise RuntimeError("the platform failed (every time)")
+
+
+def test_a_replacement_that_dies_too_is_not_replaced_again(tmp_path):
+    """Parameters that stop their slot every time (or an objective that fails them every
+    time) cost one replacement, not an endless chain: the replacement's own death is
+    final, and the slot's share ends."""
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="budget", storage=url)
+    tickets = issue_tickets(study, 1)
+
+    def slot():
+        return budgeted_study(tickets, study_name="budget", storage=url, label="s")
+
+    with pytest.raises(RuntimeError, match="every time"):
+        slot().optimize(_always_stops)  # the ticket dies
+    with pytest.raises(RuntimeError, match="every time"):
+        slot().optimize(_always_stops)  # its replacement dies too
+    third = slot()
+    with pytest.raises(BudgetSpent):
+        third.optimize(_always_stops)
+    assert third.replaced == []
+    trials = study.get_trials(deepcopy=False)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.FAIL]
+    assert [r["ticket"] for r in replaced_tickets(trials, tickets)] == [tickets[0]]
