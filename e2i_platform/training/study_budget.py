@@ -58,6 +58,7 @@ _log = logging.getLogger(__name__)
 REPLACED_BY = "ticket_replaced_by"
 REPLACES = "replaces_ticket"
 EVALUATION_ERROR = "evaluation_error"
+STOPPED_BY = "stopped_by_error"  # on a FAIL trial whose error stopped its worker
 
 STALE_HEARTBEAT = "stale heartbeat (trial failed)"
 STOPPED_BY_ERROR = "failed without a result (an error stopped its worker)"
@@ -162,15 +163,13 @@ def replaced_tickets(trials, tickets: Iterable[int] | None = None) -> list[dict]
     )
 
 
-def dead_tickets(study, run: dict) -> list[tuple[object, str]]:
+def dead_tickets(run: dict) -> list[tuple[object, str]]:
     """The run's dead tickets (FAIL without a result of their own, not yet replaced),
     lowest first, each with why it is dead. A replacement that dies is not replaced
     again: at most one replacement per ticket, so parameters that fail every time (an
     objective that returns NaN for them, a warm-start point that kills its process)
     cost one extra trial, not an endless chain."""
     from optuna.trial import TrialState
-
-    from e2i_platform.training.study_storage import stale_failed_trials
 
     replaced = {(t.user_attrs.get(REPLACES) or {}).get("ticket") for t in run.values()}
     dead = [
@@ -181,8 +180,10 @@ def dead_tickets(study, run: dict) -> list[tuple[object, str]]:
     ]
     if not dead:
         return []
-    stale = set(stale_failed_trials(study))
-    return [(t, STALE_HEARTBEAT if t.number in stale else STOPPED_BY_ERROR) for t in dead]
+    # An error that stopped a worker is marked on its trial; a FAIL without the mark is
+    # a process that died, failed by the heartbeat check (whichever worker ran the check:
+    # the study's record of it may not be written yet).
+    return [(t, STOPPED_BY_ERROR if STOPPED_BY in t.user_attrs else STALE_HEARTBEAT) for t in dead]
 
 
 def replace(
@@ -286,7 +287,7 @@ def budgeted_study(
                     run = run_tickets(
                         self._storage.get_all_trials(self._study_id, deepcopy=False), self._tickets
                     )
-                for dead, why in dead_tickets(self, run):
+                for dead, why in dead_tickets(run):
                     made = replace(self._storage, self._study_id, dead, why, self._label)
                     if made is None:
                         continue  # another worker replaced it
@@ -320,6 +321,11 @@ def budgeted_study(
                     return func(trial)
                 except caught as e:
                     trial.set_user_attr(EVALUATION_ERROR, f"{type(e).__name__}: {e}"[:500])
+                    raise
+                except Exception as e:
+                    # Any other error stops this worker: said on the trial itself, so a
+                    # worker replacing it tells it from a process that died (no mark).
+                    trial.set_user_attr(STOPPED_BY, f"{type(e).__name__}: {e}"[:500])
                     raise
 
             return super().optimize(objective, *args, catch=caught, **kwargs)
