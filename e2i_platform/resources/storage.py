@@ -185,9 +185,7 @@ class RecordIOManager(PublishingIOManager):
         write_json(obj, path)
 
     def read(self, path: Path | UPath, columns: list[str] | None = None) -> dict:
-        import json
-
-        return json.loads(path.read_text())
+        return self.parse(path.read_bytes())
 
     def parse(self, data: bytes, columns: list[str] | None = None) -> dict:
         import json
