@@ -5,7 +5,8 @@ The same trial budget with 1 and with 2 trial slots (optuna `parallel_workers`),
 measured two ways, each on a fresh study of the same real training set:
 
 1. hpo_study as Dagster runs it: a run of the asset alone with the multiprocess
-   executor (prepare, N slot steps, collect; each step its own process), with
+   executor as the job configures it (prepare, N slot steps, collect; each step its own
+   process, forked from a server that imported the code location once), with
    MLflow tracking on, as the UI and the schedules run it. Wall time and peak RSS of
    the whole process tree (run worker and step processes), and the slot phase alone
    (first slot step start to last slot step end, from the run's step stats).
@@ -76,6 +77,8 @@ def _one_dagster_run(workers: int) -> dict:
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableJob
 
+    from e2i_platform.ops.execution import multiprocess_config
+
     job = ReconstructableJob.for_file(str(Path(__file__).resolve()), "main_job")
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
@@ -86,7 +89,8 @@ def _one_dagster_run(workers: int) -> dict:
                 "ops": {
                     "hpo_study": {"config": {"run_mode": "force_new", "parallel_workers": workers}}
                 },
-                "execution": {"config": {"multiprocess": {"max_concurrent": 2}}},
+                # The job's own executor config (steps forked from a preloaded server).
+                "execution": {"config": {"multiprocess": multiprocess_config(2)}},
             },
             raise_on_error=True,
         )

@@ -158,9 +158,12 @@ def cluster(root: Path, sizes: dict[str, str]) -> Iterator[Cluster]:
                 "REDIS_URL": redis_url,
                 "E2I_EXECUTOR": "celery",
                 "E2I_CELERY_QUEUE": queue,
-                # The step of a killed worker goes to another after 2 minutes (longer than
-                # any step on the test's data).
-                "E2I_CELERY_REDELIVERY_SECONDS": "120",
+                # The step of a killed worker goes to another after 45 s: longer than any
+                # step on the test's data (the longest, hpo_study's slot at 6 trials, takes
+                # about 5 s; the whole of hpo_study at 30 trials 18 s), which a step
+                # running past it would be run twice. The run waits this long after the
+                # kill, so it is most of the distributed lane's time.
+                "E2I_CELERY_REDELIVERY_SECONDS": "45",
                 "E2I_STORE_URL": f"s3://{bucket}/e2i",
                 "AWS_ENDPOINT_URL": endpoint,
                 **CREDENTIALS,

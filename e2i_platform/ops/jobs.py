@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import dagster as dg
 
+from e2i_platform.ops.execution import multiprocess_config
+
 MAIN_JOB = "e2i_main"
 
 
 def main_job(
     max_concurrent: int, executor: dg.ExecutorDefinition | None = None
 ) -> dg.UnresolvedAssetJobDefinition:
-    """Runs from the UI and schedules use capped parallel processes; `make run` picks the
+    """Runs from the UI and schedules use capped parallel processes forked from a
+    preloaded fork server (`ops.execution.multiprocess_config`); `make run` picks the
     in-process executor in its run config (one import of the code for the whole run).
     Given an `executor` (Celery: `ops.execution`), every run's steps go there instead."""
     if executor is not None:
@@ -25,7 +28,7 @@ def main_job(
         selection=dg.AssetSelection.all(),
         description="Every asset with every gate: ingest, validate and everything after.",
         executor_def=dg.multi_or_in_process_executor,
-        config={"execution": {"config": {"multiprocess": {"max_concurrent": max_concurrent}}}},
+        config={"execution": {"config": {"multiprocess": multiprocess_config(max_concurrent)}}},
     )
 
 

@@ -94,7 +94,7 @@ def compare_with_reference(settings) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from e2i_platform.ops.execution import ExecutionConfigError
+    from e2i_platform.ops.execution import ExecutionConfigError, preload_step_modules
     from e2i_platform.settings import load_settings
     from e2i_platform.settings.loader import ConfigError
 
@@ -124,7 +124,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"make worker: {error}", file=sys.stderr)
         return 2
     name = f"{args.name or f'e2i-{os.getpid()}'}@{socket.gethostname()}"
-    print(f"E2I worker {name}: queue {cfg.celery_queue!r}", flush=True)
+    # Before the pool forks: every pool process starts with them, and no step of a run
+    # waits for an import (a worker's first GE or Feast step would, for seconds).
+    seconds = preload_step_modules()
+    print(
+        f"E2I worker {name}: queue {cfg.celery_queue!r}, steps' modules imported in "
+        f"{seconds:.1f} s",
+        flush=True,
+    )
     app.worker_main(
         [
             "worker",

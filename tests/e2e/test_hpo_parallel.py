@@ -39,8 +39,21 @@ def hpo_job():
     return ReconstructableJob.for_file(str(Path(__file__).with_name("hpo_job.py")), "main_job")
 
 
+@pytest.fixture
+def own_fork_server():
+    """The job's own executor config (as the UI launches it) forks its steps from a fork
+    server, which keeps the environment of the moment it started: this test's E2I_HOME.
+    A run worker is one process per run; a test session is not, so the server is this
+    test's alone, started fresh and stopped after it."""
+    from multiprocessing import forkserver
+
+    forkserver._forkserver._stop()
+    yield
+    forkserver._forkserver._stop()
+
+
 def _materialize_hpo(instance, run_mode: str | None = None) -> dg.ExecutionResult:
-    config: dict = {"execution": {"config": {"multiprocess": {"max_concurrent": 2}}}}
+    config: dict = {}  # the job's default executor config: what the UI and schedules run
     if run_mode:
         config["ops"] = {"hpo_study": {"config": {"run_mode": run_mode}}}
     result = dg.execute_job(
@@ -51,6 +64,10 @@ def _materialize_hpo(instance, run_mode: str | None = None) -> dg.ExecutionResul
         raise_on_error=False,
     )
     assert result.success, failed_steps(result)
+    from multiprocessing import forkserver
+
+    # Its steps were forked from this test's fork server (stopped before the test).
+    assert forkserver._forkserver._forkserver_pid is not None
     return result
 
 
@@ -111,7 +128,7 @@ def _assert_trials_nested_in_mlflow(settings, record: dict) -> None:
 
 
 def test_two_slots_share_one_study_with_an_exact_budget_and_a_warm_start(
-    config_copy, e2i_home, instance, monkeypatch
+    config_copy, e2i_home, instance, monkeypatch, own_fork_server
 ):
     # At the suite's 300 patients the validation split is ranked perfectly (AUC 1.0 for
     # every trial: nothing to prune) and a trial takes milliseconds.

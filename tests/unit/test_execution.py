@@ -3,9 +3,17 @@ with E2I_EXECUTOR=celery, its broker named by environment variable (never its va
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
-from e2i_platform.ops.execution import ExecutionConfigError, celery_app_config, executor_def
+from e2i_platform.ops.execution import (
+    STEP_MODULES,
+    ExecutionConfigError,
+    celery_app_config,
+    executor_def,
+)
 from e2i_platform.ops.jobs import MAIN_JOB
 from e2i_platform.settings import load_settings
 
@@ -14,11 +22,39 @@ from support import definitions
 SECRET_BROKER = "redis://:s3cret-broker@127.0.0.1:6379/0"
 
 
-def test_multiprocess_is_the_default_with_its_cap(e2i_home, monkeypatch):
+def test_multiprocess_is_the_default_with_its_cap_and_a_preloaded_fork_server(
+    e2i_home, monkeypatch
+):
     monkeypatch.setenv("E2I_MAX_CONCURRENT", "3")
     settings = load_settings()
     assert settings.platform.executor.kind == "multiprocess"
-    assert executor_def(settings).name == "multiprocess"
+    executor = executor_def(settings)
+    assert executor.name == "multiprocess"
+    expected = {"forkserver": {"preload_modules": list(STEP_MODULES)}}
+    # The UI's ad-hoc asset runs (the code location's executor) ...
+    config = executor.apply_config_mapping({}).value["config"]
+    assert config["max_concurrent"] == 3 and config["start_method"] == expected
+    # ... and the main job's default run config, which the Launchpad shows.
+    job = definitions(settings).resolve_job_def(MAIN_JOB)
+    multiprocess = job.run_config["execution"]["config"]["multiprocess"]
+    assert multiprocess == {"max_concurrent": 3, "start_method": expected}
+
+
+def test_the_step_modules_import_without_starting_a_thread():
+    """A fork copies one thread: a module whose import started another (a pool, a
+    telemetry sender) would leave its locks held in every step forked from the server."""
+    code = (
+        "import threading\n"
+        "from e2i_platform.ops.execution import STEP_MODULES, preload_step_modules\n"
+        "preload_step_modules()\n"
+        "import sys\n"
+        "missing = [m for m in STEP_MODULES if m not in sys.modules]\n"
+        "print(missing, [t.name for t in threading.enumerate()])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert done.stdout.strip().splitlines()[-1] == "[] ['MainThread']", done.stdout
 
 
 SHARED_STORES = {
