@@ -149,15 +149,25 @@ def two_workers(root: Path) -> tuple[float, float, dict[str, int]]:
                         at["ended"] = record.timestamp
                     if event.is_engine_event:
                         worker = event.engine_event_data.metadata.get("Celery worker")
-                        if worker is not None:
+                        if worker is not None:  # the task began on a worker
+                            at["in_worker"] = record.timestamp
                             name = worker.value.split("@")[0]
                             steps[name] = steps.get(name, 0) + 1
-            timed = [t for t in times.values() if {"submitted", "started", "ended"} <= set(t)]
+            phases = {"submitted", "in_worker", "started", "ended"}
+            timed = [t for t in times.values() if phases <= set(t)]
             where = {
                 # submitted by the run worker -> the step started on a worker (queue, task
                 # start-up, instance and resources)
                 "mean_pickup_s": round(
                     sum(t["started"] - t["submitted"] for t in timed) / len(timed), 2
+                ),
+                # of which: waiting in the queue (for a free worker) until the task began,
+                # and the task's own start (instance, run, plan; resources) until the step
+                "mean_queued_s": round(
+                    sum(t["in_worker"] - t["submitted"] for t in timed) / len(timed), 2
+                ),
+                "mean_task_start_s": round(
+                    sum(t["started"] - t["in_worker"] for t in timed) / len(timed), 2
                 ),
                 "steps_s": round(sum(t["ended"] - t["started"] for t in timed), 1),
                 "steps": len(timed),

@@ -129,21 +129,24 @@ def dagster_runs(home: Path, trials: int, repeat: int) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {1: [], 2: []}
     for _ in range(repeat):
         for workers in (1, 2):
-            with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
+            # The log to a file: a pipe nobody reads while the run goes fills and blocks it.
+            with (
+                tempfile.NamedTemporaryFile("r", suffix=".json") as result,
+                tempfile.TemporaryFile() as log,
+            ):
                 started = time.perf_counter()
                 proc = subprocess.Popen(
                     [sys.executable, __file__, "--one", str(workers), "--out", result.name],
                     cwd=REPO,
                     env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
                 peak = peak_tree_rss(proc, 0.05)
                 wall = time.perf_counter() - started
                 if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"hpo_study run failed:\n{proc.stderr.read().decode()[-3000:]}"
-                    )
+                    log.seek(0)
+                    raise RuntimeError(f"hpo_study run failed:\n{log.read().decode()[-3000:]}")
                 row = json.loads(Path(result.name).read_text())
             row.update(wall_s=round(wall, 2), peak_tree_mib=round(peak / 2**20))
             print(json.dumps(row), flush=True)

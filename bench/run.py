@@ -15,6 +15,9 @@
    guard per gated step against that step's own time in the cold run (bench/guard.py);
    parallel HPO, the same trial budget in 1 vs 2 trial slots, through Dagster and
    without it (bench/hpo_workers.py).
+   Step processes (`--only steps`, bench/step_processes.py): a cold UI run of the whole
+   graph with Dagster's default `spawn` against the job's config (steps forked from a
+   server that preloaded the code location and the step libraries).
 5. Scale (bench/scale.py): cold `make run` at 5k, 20k, 50k and 100k patients, wall,
    cost per 1,000 patients, largest process's peak RSS and every step's own cost; the
    point-in-time join at 20k against the Dask join it replaced.
@@ -296,7 +299,7 @@ def print_table(rows: list[dict]) -> None:
         print("  ".join(str(r[h]).ljust(w) for h, w in zip(headers, widths, strict=True)))
 
 
-GROUPS = ("load", "gates", "feature_store", "hpo", "scale", "alerts", "distributed")
+GROUPS = ("load", "gates", "feature_store", "hpo", "steps", "scale", "alerts", "distributed")
 
 
 def main() -> int:
@@ -340,6 +343,10 @@ def main() -> int:
             rows += bench_guard(Path(home))
             rows += bench_hpo(args.seeds, Path(home))
             rows += bench_hpo_workers(Path(home))
+    if "steps" in groups:
+        from step_processes import bench_step_processes
+
+        rows += bench_step_processes()
     if "alerts" in groups:
         from alerts import bench_alerts
 
