@@ -30,7 +30,6 @@ import argparse
 import json
 import multiprocessing
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -121,7 +120,7 @@ def _one_dagster_run(workers: int) -> dict:
 def dagster_runs(home: Path, trials: int, repeat: int) -> dict[int, list[dict]]:
     """Each measurement in its own process (as `dagster asset materialize` would be): wall
     and peak RSS of the whole tree."""
-    from run import clean_env, peak_tree_rss
+    from run import clean_env, peak_tree_rss, run_watched
 
     env = clean_env(
         E2I_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), E2I_HPO_TRIALS=str(trials)
@@ -129,24 +128,12 @@ def dagster_runs(home: Path, trials: int, repeat: int) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {1: [], 2: []}
     for _ in range(repeat):
         for workers in (1, 2):
-            # The log to a file: a pipe nobody reads while the run goes fills and blocks it.
-            with (
-                tempfile.NamedTemporaryFile("r", suffix=".json") as result,
-                tempfile.TemporaryFile() as log,
-            ):
-                started = time.perf_counter()
-                proc = subprocess.Popen(
+            with tempfile.NamedTemporaryFile("r", suffix=".json") as result:
+                wall, peak = run_watched(
                     [sys.executable, __file__, "--one", str(workers), "--out", result.name],
-                    cwd=REPO,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
+                    env,
+                    lambda proc: peak_tree_rss(proc, 0.05),
                 )
-                peak = peak_tree_rss(proc, 0.05)
-                wall = time.perf_counter() - started
-                if proc.returncode != 0:
-                    log.seek(0)
-                    raise RuntimeError(f"hpo_study run failed:\n{log.read().decode()[-3000:]}")
                 row = json.loads(Path(result.name).read_text())
             row.update(wall_s=round(wall, 2), peak_tree_mib=round(peak / 2**20))
             print(json.dumps(row), flush=True)

@@ -81,16 +81,24 @@ def clean_env(**extra: str) -> dict[str, str]:
     return {**env, **extra}
 
 
+def run_watched(cmd: list[str], env: dict[str, str], watch):
+    """Run `cmd` with `watch(proc)` waiting for it (and sampling it); wall seconds and
+    what `watch` returned. Its output goes to a file, not a pipe: a pipe nobody reads
+    while the command runs fills up and blocks it. A failure raises with the log's end."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        watched = watch(proc)
+        wall = time.perf_counter() - start
+        if proc.returncode != 0:
+            log.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{log.read().decode()[-3000:]}")
+    return wall, watched
+
+
 def measure_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB, summed over the process tree) of a command."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
-    peak = peak_tree_rss(proc, 0.01)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.read().decode()[-2000:]}")
+    wall, peak = run_watched(cmd, env, lambda proc: peak_tree_rss(proc, 0.01))
     return wall, peak / 2**20
 
 

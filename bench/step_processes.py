@@ -32,14 +32,6 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def main_job():
-    """The code location's main job, rebuilt by every step process (reconstructable)."""
-    from e2i_platform.definitions import build_definitions
-    from e2i_platform.settings import load_settings
-
-    return build_definitions(load_settings()).resolve_job_def("e2i_main")
-
-
 def _one_run(method: str) -> dict:
     import dagster as dg
     from dagster._core.definitions.reconstruct import ReconstructableJob
@@ -47,7 +39,8 @@ def _one_run(method: str) -> dict:
     from e2i_platform.ops.execution import multiprocess_config
 
     executor = multiprocess_config(2) if method == "forkserver" else {"max_concurrent": 2}
-    job = ReconstructableJob.for_file(str(Path(__file__).resolve()), "main_job")
+    # The main job as bench/hpo_workers.py gives it to every step process.
+    job = ReconstructableJob.for_file(str(REPO / "bench" / "hpo_workers.py"), "main_job")
     with dg.DagsterInstance.get() as instance:
         result = dg.execute_job(
             job,
@@ -86,27 +79,16 @@ def _tree_memory(proc: subprocess.Popen) -> tuple[int, int]:
 
 
 def measure(home: Path, method: str, anchor: datetime) -> dict:
-    from run import clean_env
+    from run import clean_env, run_watched
 
     env = clean_env(
         E2I_HOME=str(home), DAGSTER_HOME=str(home / "dagster"), E2I_ANCHOR=anchor.isoformat()
     )
     (home / "dagster").mkdir(parents=True)
-    # The run's log goes to a file: a pipe nobody reads while it runs fills and blocks it.
-    with tempfile.NamedTemporaryFile("r", suffix=".json") as out, tempfile.TemporaryFile() as log:
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, __file__, "--one", method, "--out", out.name],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+    with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
+        wall, (rss, pss) = run_watched(
+            [sys.executable, __file__, "--one", method, "--out", out.name], env, _tree_memory
         )
-        rss, pss = _tree_memory(proc)
-        wall = time.perf_counter() - started
-        if proc.returncode != 0:
-            log.seek(0)
-            raise RuntimeError(f"{method} run failed:\n{log.read().decode()[-3000:]}")
         row = json.loads(Path(out.name).read_text())
     return row | {"wall_s": round(wall, 1), "rss_mib": rss >> 20, "pss_mib": pss >> 20}
 

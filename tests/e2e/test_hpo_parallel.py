@@ -13,6 +13,7 @@ as in the UI, the schedules and on Celery workers).
 from __future__ import annotations
 
 import json
+from multiprocessing import forkserver
 from pathlib import Path
 
 import dagster as dg
@@ -64,8 +65,6 @@ def _materialize_hpo(instance, run_mode: str | None = None) -> dg.ExecutionResul
         raise_on_error=False,
     )
     assert result.success, failed_steps(result)
-    from multiprocessing import forkserver
-
     # Its steps were forked from this test's fork server (stopped before the test).
     assert forkserver._forkserver._forkserver_pid is not None
     return result
